@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+
+pub mod budget;
+mod error;
+pub mod os;
+pub mod sync;
+
+pub use budget::{BudgetExceeded, BudgetStats, ConsumerStats, MemoryBudget, Reservation};
+pub use error::{Error, Result};

@@ -1,0 +1,131 @@
+//! [`SlabConfig`] and the knobs it carries.
+
+use ebb_core::Reservation;
+
+/// How an empty slab gives its memory back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReleaseMode {
+    /// `madvise(MADV_DONTNEED)`: RSS falls inside the free that empties the
+    /// slab. The default.
+    #[default]
+    DontNeed,
+    /// `madvise(MADV_FREE)`: lazy. RSS does not fall until the kernel needs
+    /// the pages, and a reused slab may hold old bytes or zeroes (nothing in
+    /// ebb assumes either). Cheaper when slabs are refilled soon after.
+    Free,
+}
+
+/// The transparent-huge-page hint given to each new slab.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HugePages {
+    /// No hint: the system setting decides
+    /// (`/sys/kernel/mm/transparent_hugepage/enabled`).
+    #[default]
+    System,
+    /// `MADV_HUGEPAGE`: ask for huge pages (useful in THP `madvise` mode;
+    /// slabs are aligned to their size, so a 2 MiB slab can be one page).
+    Enable,
+    /// `MADV_NOHUGEPAGE`: never use huge pages for slabs.
+    Disable,
+}
+
+/// Configuration of a [`SlabArena`](crate::SlabArena); builder setters are
+/// `with_*`.
+///
+/// ```
+/// use ebb_slab::{SlabConfig, ReleaseMode};
+/// let config = SlabConfig::default()
+///     .with_slab_bytes(1 << 20)
+///     .with_max_retained_slabs(4)
+///     .with_release_mode(ReleaseMode::DontNeed);
+/// assert_eq!(config.slab_bytes(), 1 << 20);
+/// ```
+#[derive(Debug)]
+pub struct SlabConfig {
+    pub(crate) slab_bytes: usize,
+    pub(crate) max_retained_slabs: usize,
+    pub(crate) release_mode: ReleaseMode,
+    pub(crate) huge_pages: HugePages,
+    pub(crate) shards: usize,
+    pub(crate) reservation: Option<Reservation>,
+}
+
+impl Default for SlabConfig {
+    fn default() -> Self {
+        SlabConfig {
+            slab_bytes: SlabConfig::DEFAULT_SLAB_BYTES,
+            max_retained_slabs: SlabConfig::DEFAULT_MAX_RETAINED_SLABS,
+            release_mode: ReleaseMode::DontNeed,
+            huge_pages: HugePages::System,
+            shards: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            reservation: None,
+        }
+    }
+}
+
+impl SlabConfig {
+    /// 2 MiB: one transparent huge page on x86-64.
+    pub const DEFAULT_SLAB_BYTES: usize = 2 << 20;
+    /// Released slabs kept mapped for reuse (they hold no RSS).
+    pub const DEFAULT_MAX_RETAINED_SLABS: usize = 16;
+    /// Largest slab size accepted (offsets are 32-bit).
+    pub const MAX_SLAB_BYTES: usize = 1 << 30;
+    /// Most shards an arena will make.
+    pub const MAX_SHARDS: usize = 64;
+
+    /// Bytes per slab: a power of two, at least a page, at most 1 GiB.
+    /// Checked by [`SlabArena::new`](crate::SlabArena::new).
+    pub fn with_slab_bytes(mut self, bytes: usize) -> Self {
+        self.slab_bytes = bytes;
+        self
+    }
+
+    /// Empty slabs kept mapped (released, no RSS) for reuse; past this they
+    /// are unmapped and their bytes returned to the budget.
+    pub fn with_max_retained_slabs(mut self, slabs: usize) -> Self {
+        self.max_retained_slabs = slabs;
+        self
+    }
+
+    /// How empty slabs give memory back.
+    pub fn with_release_mode(mut self, mode: ReleaseMode) -> Self {
+        self.release_mode = mode;
+        self
+    }
+
+    /// The huge-page hint for new slabs.
+    pub fn with_huge_pages(mut self, hint: HugePages) -> Self {
+        self.huge_pages = hint;
+        self
+    }
+
+    /// Number of allocation shards (default: the number of CPUs, at most
+    /// [`MAX_SHARDS`](Self::MAX_SHARDS)). Each shard has one active slab, so
+    /// up to `shards × slab_bytes` can sit in half-used active slabs.
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// A budget reservation every new mapping grows (and every unmapping
+    /// shrinks). Without one the arena is unlimited.
+    pub fn with_reservation(mut self, reservation: Reservation) -> Self {
+        self.reservation = Some(reservation);
+        self
+    }
+
+    /// Bytes per slab.
+    pub fn slab_bytes(&self) -> usize {
+        self.slab_bytes
+    }
+
+    /// Retained slab limit.
+    pub fn max_retained_slabs(&self) -> usize {
+        self.max_retained_slabs
+    }
+
+    /// Release mode.
+    pub fn release_mode(&self) -> ReleaseMode {
+        self.release_mode
+    }
+}
