@@ -1,13 +1,14 @@
 //! [`SlabArena`]: shards, bump allocation, seal, release, reuse.
 //!
 //! ```text
-//!   alloc ──► thread's home shard ──► Mutex<ShardState> ──► active slab (bump)
+//!   alloc ──► thread's home shard ──► ShardLock ──► active slab (bump)
 //!                                         │ full
 //!                                         ▼
 //!                     seal: LiveCounter::seal(allocated) ─► 0? release
 //!   free  ──► table[slab].live.free(len) ─► 0 and sealed? release
-//!   release: madvise(DONTNEED | FREE) ─► retained (≤ max) or unmapped
-//!   new slab: pop retained, else budget.try_grow + mmap
+//!   release: warm (≤ max_warm, resident) or madvise(DONTNEED | FREE)
+//!            ─► retained (≤ max_retained) or unmapped
+//!   new slab: pop warm, else retained, else budget.try_grow + mmap
 //! ```
 //!
 //! Invariants (cited as "invariant N" below):
@@ -26,20 +27,20 @@
 //!    its slab is `ptr & (slab_bytes - 1)`.
 
 use std::alloc::Layout;
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
 use crate::config::{HugePages, ReleaseMode, SlabConfig};
 use crate::stats::SlabStats;
 use crate::table::{
-    MAX_SLABS, STATE_ACTIVE, STATE_LARGE, STATE_RELEASED, STATE_SEALED, STATE_UNUSED, SlabEntry,
-    SlabTable,
+    MAX_SLABS, STATE_ACTIVE, STATE_LARGE, STATE_RELEASED, STATE_SEALED, STATE_UNUSED, STATE_WARM,
+    SlabEntry, SlabTable,
 };
 use crate::{Error, Result};
 use ebb_core::Reservation;
@@ -89,6 +90,8 @@ pub enum SlabState {
     Sealed,
     /// Empty, released to the OS, kept mapped for reuse.
     Released,
+    /// Empty, kept resident for immediate reuse (`max_warm_slabs`).
+    Warm,
     /// A dedicated mapping for one large allocation.
     Large,
 }
@@ -207,10 +210,13 @@ unsafe impl Send for RawSlabAlloc {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for RawSlabAlloc {}
 
-/// The slab a shard is filling.
+/// The slab a shard (or a compaction target) is filling.
 struct ActiveSlab {
     id: u32,
     base: NonNull<u8>,
+    /// The slab's table entry (stable for the table's life, table
+    /// invariant 1).
+    entry: NonNull<SlabEntry>,
     /// Next free offset.
     cursor: usize,
     /// Bytes allocated into this slab, published at seal (see `live`).
@@ -219,29 +225,97 @@ struct ActiveSlab {
     touched: usize,
 }
 
-#[derive(Default)]
-struct ShardState {
-    active: Option<ActiveSlab>,
+impl ActiveSlab {
+    fn entry(&self) -> &SlabEntry {
+        // SAFETY: entries live as long as the arena's table, which outlives
+        // every ActiveSlab (they belong to the arena's shards or to a
+        // TargetSlab borrowing the arena).
+        unsafe { self.entry.as_ref() }
+    }
 }
 
-// SAFETY: `ActiveSlab::base` points into a mapping owned by the arena; the
-// state is only reached under the shard's mutex.
-unsafe impl Send for ShardState {}
-
-#[derive(Default)]
+/// One allocation shard: a tiny test-and-set lock around its active slab.
+///
+/// The lock is taken with one atomic swap and released with a plain store,
+/// half the atomic work of a general mutex; critical sections are a few
+/// instructions except the rare refill, and a thread that finds its shard
+/// taken moves to another one rather than wait (`lock_shard`).
 struct Shard {
-    state: Mutex<ShardState>,
-    /// Bytes allocated through this shard; written only under `state`.
-    alloc_bytes: AtomicU64,
-    /// Bytes freed by threads whose home is this shard.
-    freed_bytes: AtomicU64,
-    /// Touched bytes of this shard's active slab; written under `state`.
-    touched_bytes: AtomicU64,
+    locked: AtomicBool,
+    active: UnsafeCell<Option<ActiveSlab>>,
+}
+
+// SAFETY: `active` is only reached through a `ShardGuard`, which exists only
+// while `locked` is held by its thread (acquire on lock, release on unlock),
+// so accesses to it are serialized; `ActiveSlab`'s pointers point into the
+// arena's mappings and table, which are shared by design.
+unsafe impl Sync for Shard {}
+// SAFETY: as above; nothing in a shard is tied to a thread.
+unsafe impl Send for Shard {}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            locked: AtomicBool::new(false),
+            active: UnsafeCell::new(None),
+        }
+    }
+
+    #[inline]
+    fn try_lock(&self) -> Option<ShardGuard<'_>> {
+        // Test before test-and-set: a taken lock costs no write.
+        (!self.locked.load(Ordering::Relaxed) && !self.locked.swap(true, Ordering::Acquire))
+            .then_some(ShardGuard { shard: self })
+    }
+
+    #[cold]
+    fn lock(&self) -> ShardGuard<'_> {
+        let mut spins = 0u32;
+        loop {
+            if let Some(g) = self.try_lock() {
+                return g;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+struct ShardGuard<'a> {
+    shard: &'a Shard,
+}
+
+impl std::ops::Deref for ShardGuard<'_> {
+    type Target = Option<ActiveSlab>;
+    fn deref(&self) -> &Option<ActiveSlab> {
+        // SAFETY: the guard holds the shard's lock (see `Shard`'s Sync).
+        unsafe { &*self.shard.active.get() }
+    }
+}
+
+impl std::ops::DerefMut for ShardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Option<ActiveSlab> {
+        // SAFETY: the guard holds the shard's lock, and `&mut self` makes
+        // this the only reference through it.
+        unsafe { &mut *self.shard.active.get() }
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        self.shard.locked.store(false, Ordering::Release);
+    }
 }
 
 /// The slow-path bookkeeping, under one lock.
 #[derive(Default)]
 struct SlabPool {
+    /// Empty but still resident, for immediate reuse (`max_warm_slabs`).
+    warm: Vec<u32>,
     /// Released, still mapped, ready for reuse (LIFO: most recently used
     /// page tables first).
     retained: Vec<u32>,
@@ -251,26 +325,6 @@ struct SlabPool {
     next_id: u32,
     /// Mapping start -> (id, length), for address lookups.
     by_addr: BTreeMap<usize, (u32, usize)>,
-}
-
-#[derive(Default)]
-struct Counters {
-    slabs_active: AtomicU64,
-    slabs_sealed: AtomicU64,
-    slabs_released: AtomicU64,
-    large_mappings: AtomicU64,
-    reserved_bytes: AtomicU64,
-    /// Touched bytes of sealed slabs.
-    sealed_resident: AtomicU64,
-    /// Touched bytes of compaction targets.
-    target_resident: AtomicU64,
-    /// Page-rounded bytes of dedicated mappings.
-    large_resident: AtomicU64,
-    /// Live bytes in compaction targets and dedicated mappings (signed:
-    /// a free may be counted before its alloc is seen by a reader).
-    other_live: AtomicU64,
-    releases: AtomicU64,
-    release_failures: AtomicU64,
 }
 
 /// Memory in fixed-size mmap'd slabs, bump-allocated, with exact live
@@ -300,13 +354,17 @@ pub struct SlabArena {
     /// Allocations above this get a dedicated mapping.
     large_threshold: usize,
     max_retained_slabs: usize,
+    max_warm_slabs: usize,
     release_mode: ReleaseMode,
     huge_pages: HugePages,
     page: usize,
     table: SlabTable,
     shards: Box<[CachePadded<Shard>]>,
     pool: Mutex<SlabPool>,
-    counters: Counters,
+    /// Slabs given back to the OS (madvise or unmap) since creation.
+    releases: AtomicU64,
+    /// Releases whose madvise failed (the slab was unmapped instead).
+    release_failures: AtomicU64,
     reservation: Option<Reservation>,
 }
 
@@ -348,15 +406,17 @@ impl SlabArena {
             slab_bytes,
             large_threshold: slab_bytes / 2,
             max_retained_slabs: config.max_retained_slabs,
+            max_warm_slabs: config.max_warm_slabs,
             release_mode: config.release_mode,
             huge_pages: config.huge_pages,
             page,
             table: SlabTable::new(),
             shards: (0..shards)
-                .map(|_| CachePadded::new(Shard::default()))
+                .map(|_| CachePadded::new(Shard::new()))
                 .collect(),
             pool: Mutex::new(SlabPool::default()),
-            counters: Counters::default(),
+            releases: AtomicU64::new(0),
+            release_failures: AtomicU64::new(0),
             reservation: config.reservation,
         };
         tracing::debug!(
@@ -364,6 +424,7 @@ impl SlabArena {
             slab_bytes,
             shards,
             max_retained_slabs = arena.max_retained_slabs,
+            max_warm_slabs = arena.max_warm_slabs,
             release_mode = ?arena.release_mode,
             huge_pages = ?arena.huge_pages,
             budgeted = arena.reservation.is_some(),
@@ -397,24 +458,16 @@ impl SlabArena {
         if size > self.large_threshold || layout.align() > self.large_threshold {
             return self.alloc_large(layout);
         }
-        let (index, mut state) = self.lock_shard();
-        let shard = &self.shards[index];
+        let mut shard = self.lock_shard();
         loop {
-            if let Some(active) = state.active.as_mut()
-                && let Some(ptr) = bump(
-                    active,
-                    size,
-                    layout.align(),
-                    self.slab_bytes,
-                    self.page,
-                    shard,
-                )
+            if let Some(active) = shard.as_mut()
+                && let Some(ptr) = bump(active, size, layout.align(), self.slab_bytes, self.page)
             {
                 let id = active.id;
-                drop(state);
+                drop(shard);
                 return Ok(self.make_alloc(ptr, size, id));
             }
-            self.refill(shard, &mut state)?;
+            self.refill(&mut shard)?;
         }
     }
 
@@ -500,6 +553,7 @@ impl SlabArena {
             STATE_ACTIVE => SlabState::Active,
             STATE_SEALED => SlabState::Sealed,
             STATE_RELEASED => SlabState::Released,
+            STATE_WARM => SlabState::Warm,
             STATE_LARGE => SlabState::Large,
             _ => return None,
         };
@@ -537,16 +591,9 @@ impl SlabArena {
     ///
     /// As [`alloc`](Self::alloc) when a new slab is needed.
     pub fn reserve_target(&self) -> Result<TargetSlab<'_>> {
-        let (id, base) = self.acquire_slab()?;
         Ok(TargetSlab {
             arena: self,
-            slab: ActiveSlab {
-                id,
-                base,
-                cursor: 0,
-                allocated: 0,
-                touched: 0,
-            },
+            slab: self.acquire_slab()?,
         })
     }
 
@@ -578,26 +625,9 @@ impl SlabArena {
             });
         }
         let slab = &mut target.slab;
-        let start = slab.cursor.next_multiple_of(layout.align());
-        let end = start + size;
-        if end > self.slab_bytes {
-            return Ok(None);
-        }
-        slab.cursor = end;
-        slab.allocated += size as u64;
-        let touched = end.next_multiple_of(self.page);
-        if touched > slab.touched {
-            self.counters
-                .target_resident
-                .fetch_add((touched - slab.touched) as u64, Ordering::Relaxed);
-            slab.touched = touched;
-        }
-        self.counters
-            .other_live
-            .fetch_add(size as u64, Ordering::Relaxed);
-        // SAFETY: `start < end <= slab_bytes`, inside the slab's mapping.
-        let ptr = unsafe { slab.base.add(start) };
-        Ok(Some(self.make_alloc(ptr, size, slab.id)))
+        let id = slab.id;
+        Ok(bump(slab, size, layout.align(), self.slab_bytes, self.page)
+            .map(|ptr| self.make_alloc(ptr, size, id)))
     }
 
     /// Seals every shard's active slab, releasing those already empty.
@@ -605,41 +635,68 @@ impl SlabArena {
     /// empty byte back; later allocations start new slabs.
     pub fn seal_active_slabs(&self) {
         for shard in self.shards.iter() {
-            let mut state = shard.state.lock();
-            if let Some(active) = state.active.take() {
-                shard.touched_bytes.store(0, Ordering::Relaxed);
+            let mut guard = shard.lock();
+            if let Some(active) = guard.take() {
                 self.seal(active);
             }
         }
     }
 
-    /// A snapshot of the arena's accounting; see [`SlabStats`].
+    /// Releases every warm slab (empty slabs kept resident for reuse) to the
+    /// OS; returns the bytes released. For a pressure controller.
+    pub fn release_warm_slabs(&self) -> u64 {
+        let warm = std::mem::take(&mut self.pool.lock().warm);
+        let mut bytes = 0;
+        for id in warm {
+            let entry = self.entry(id);
+            bytes += entry.touched.load(Ordering::Relaxed) as u64;
+            self.release_now(id, entry);
+        }
+        bytes
+    }
+
+    /// A snapshot of the arena's accounting; see [`SlabStats`]. Walks the
+    /// slab table (one cache line per slab): microseconds for thousands of
+    /// slabs, fit for every scrape, and nothing on the alloc/free paths.
     pub fn stats(&self) -> SlabStats {
-        let c = &self.counters;
-        let (mut allocated, mut freed, mut active_touched) = (0u64, 0u64, 0u64);
-        for s in self.shards.iter() {
-            allocated += s.alloc_bytes.load(Ordering::Relaxed);
-            freed += s.freed_bytes.load(Ordering::Relaxed);
-            active_touched += s.touched_bytes.load(Ordering::Relaxed);
+        let mut s = SlabStats::default();
+        for (_, e) in self.table.entries() {
+            let len = e.len.load(Ordering::Relaxed) as u64;
+            let touched = e.touched.load(Ordering::Relaxed) as u64;
+            match e.state.load(Ordering::Acquire) {
+                STATE_ACTIVE => {
+                    s.slabs_active += 1;
+                    s.resident_bytes += touched;
+                    s.live_bytes += e.live.live_bytes(e.allocated.load(Ordering::Relaxed));
+                }
+                STATE_SEALED => {
+                    s.slabs_sealed += 1;
+                    s.resident_bytes += touched;
+                    s.live_bytes += e.live.live_bytes(0);
+                }
+                STATE_WARM => {
+                    s.slabs_warm += 1;
+                    s.resident_bytes += touched;
+                }
+                STATE_RELEASED => s.slabs_released += 1,
+                STATE_LARGE => {
+                    s.large_mappings += 1;
+                    s.resident_bytes += len;
+                    s.live_bytes += e.live.live_bytes(0);
+                }
+                _ => continue,
+            }
+            s.reserved_bytes += len;
         }
-        let shard_live = allocated.wrapping_sub(freed);
-        let live = shard_live.wrapping_add(c.other_live.load(Ordering::Relaxed));
-        SlabStats {
-            slabs_active: c.slabs_active.load(Ordering::Relaxed),
-            slabs_sealed: c.slabs_sealed.load(Ordering::Relaxed),
-            slabs_released: c.slabs_released.load(Ordering::Relaxed),
-            large_mappings: c.large_mappings.load(Ordering::Relaxed),
-            reserved_bytes: c.reserved_bytes.load(Ordering::Relaxed),
-            resident_bytes: active_touched
-                + c.sealed_resident.load(Ordering::Relaxed)
-                + c.target_resident.load(Ordering::Relaxed)
-                + c.large_resident.load(Ordering::Relaxed),
-            // Transiently "negative" while a free is counted before its
-            // alloc is seen: report 0 rather than a huge number.
-            live_bytes: if live > u64::MAX / 2 { 0 } else { live },
-            releases_total: c.releases.load(Ordering::Relaxed),
-            release_failures_total: c.release_failures.load(Ordering::Relaxed),
-        }
+        s.releases_total = self.releases.load(Ordering::Relaxed);
+        s.release_failures_total = self.release_failures.load(Ordering::Relaxed);
+        s
+    }
+
+    /// Slabs released since the arena was made: one atomic load, for a
+    /// caller that wants to know whether its last free released a slab.
+    pub fn releases_total(&self) -> u64 {
+        self.releases.load(Ordering::Relaxed)
     }
 
     /// Bytes of this arena's mappings resident according to the kernel
@@ -676,24 +733,29 @@ impl SlabArena {
         }
     }
 
-    /// Locks the calling thread's home shard; if it is contended, tries the
+    /// Locks the calling thread's home shard; if it is taken, tries the
     /// others and moves the thread's home to the first free one.
     #[inline]
-    fn lock_shard(&self) -> (usize, MutexGuard<'_, ShardState>) {
+    fn lock_shard(&self) -> ShardGuard<'_> {
         let n = self.shards.len();
         let slot = thread_slot() as usize;
         let home = slot % n;
-        if let Some(g) = self.shards[home].state.try_lock() {
-            return (home, g);
+        if let Some(g) = self.shards[home].try_lock() {
+            return g;
         }
+        self.lock_other_shard(slot, home)
+    }
+
+    #[cold]
+    fn lock_other_shard(&self, slot: usize, home: usize) -> ShardGuard<'_> {
+        let n = self.shards.len();
         for step in 1..n {
-            let i = (home + step) % n;
-            if let Some(g) = self.shards[i].state.try_lock() {
+            if let Some(g) = self.shards[(home + step) % n].try_lock() {
                 THREAD_SLOT.with(|s| s.set((slot + step) as u32 & (u32::MAX >> 1)));
-                return (i, g);
+                return g;
             }
         }
-        (home, self.shards[home].state.lock())
+        self.shards[home].lock()
     }
 
     #[inline]
@@ -706,43 +768,33 @@ impl SlabArena {
             self.free_large(slab, entry, len);
             return;
         }
-        let home = thread_slot() as usize % self.shards.len();
-        self.shards[home]
-            .freed_bytes
-            .fetch_add(len as u64, Ordering::Relaxed);
         if entry.live.free(len as u64) {
             self.release(slab, entry);
         }
     }
 
-    /// Seals the shard's full active slab (or recycles it if everything in
+    /// Seals the shard's full active slab (or restarts it if everything in
     /// it was freed) and installs a new one.
     #[cold]
-    fn refill(&self, shard: &Shard, state: &mut ShardState) -> Result<()> {
-        if let Some(active) = state.active.as_mut() {
-            let entry = self.entry(active.id);
+    fn refill(&self, shard: &mut ShardGuard<'_>) -> Result<()> {
+        if let Some(active) = shard.as_mut() {
+            let entry = active.entry();
             if entry.live.active_is_empty(active.allocated) {
                 // Every allocation in it was freed: no free can race with
                 // the reset (invariant 3 of `live`), and no byte is live, so
-                // the cursor may start over (invariant 3).
+                // the cursor may start over (invariant 3). Its pages stay
+                // resident and `touched` keeps counting them.
                 entry.live.reset_active();
+                entry.allocated.store(0, Ordering::Relaxed);
                 active.cursor = 0;
                 active.allocated = 0;
                 return Ok(());
             }
         }
-        if let Some(active) = state.active.take() {
-            shard.touched_bytes.store(0, Ordering::Relaxed);
+        if let Some(active) = shard.take() {
             self.seal(active);
         }
-        let (id, base) = self.acquire_slab()?;
-        state.active = Some(ActiveSlab {
-            id,
-            base,
-            cursor: 0,
-            allocated: 0,
-            touched: 0,
-        });
+        **shard = Some(self.acquire_slab()?);
         Ok(())
     }
 
@@ -752,22 +804,31 @@ impl SlabArena {
     }
 
     fn seal(&self, active: ActiveSlab) {
-        let entry = self.entry(active.id);
-        entry.touched.store(active.touched, Ordering::Relaxed);
+        let entry = active.entry();
         entry.state.store(STATE_SEALED, Ordering::Release);
-        self.counters.slabs_active.fetch_sub(1, Ordering::Relaxed);
-        self.counters.slabs_sealed.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .sealed_resident
-            .fetch_add(active.touched as u64, Ordering::Relaxed);
         if entry.live.seal(active.allocated) {
             self.release(active.id, entry);
         }
     }
 
-    /// Releases an empty sealed slab: madvise, then retain or unmap.
-    /// Called by exactly one thread per emptying (invariant 3 of `live`).
+    /// Disposes of an empty sealed slab: parks it warm (resident, for
+    /// immediate reuse) while fewer than `max_warm_slabs` are, else gives it
+    /// back to the OS. Called by exactly one thread per emptying
+    /// (invariant 3 of `live`).
     fn release(&self, id: u32, entry: &SlabEntry) {
+        if self.max_warm_slabs > 0 {
+            let mut pool = self.pool.lock();
+            if pool.warm.len() < self.max_warm_slabs {
+                entry.state.store(STATE_WARM, Ordering::Release);
+                pool.warm.push(id);
+                return;
+            }
+        }
+        self.release_now(id, entry);
+    }
+
+    /// Gives an empty slab's memory back: madvise, then retain or unmap.
+    fn release_now(&self, id: u32, entry: &SlabEntry) {
         let touched = entry.touched.load(Ordering::Relaxed);
         let advice = match self.release_mode {
             ReleaseMode::DontNeed => Advice::DontNeed,
@@ -781,27 +842,21 @@ impl SlabArena {
                 // SAFETY: the slab's live count reached zero after its seal,
                 // so no allocation in it is live (invariant 1) and no
                 // reference to its bytes exists; nobody allocates in a
-                // sealed slab.
+                // sealed, warm or released slab.
                 Some(m) => unsafe { m.advise(0, m.len(), advice) },
                 None => Ok(()),
             }
         };
-        self.counters.slabs_sealed.fetch_sub(1, Ordering::Relaxed);
-        self.counters
-            .sealed_resident
-            .fetch_sub(touched as u64, Ordering::Relaxed);
-        self.counters.releases.fetch_add(1, Ordering::Relaxed);
+        self.releases.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &released {
-            self.counters
-                .release_failures
-                .fetch_add(1, Ordering::Relaxed);
+            self.release_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(arena = self.id, slab = id, error = %e, "slab release failed; unmapping it instead");
         }
         let mut pool = self.pool.lock();
         if released.is_ok() && pool.retained.len() < self.max_retained_slabs {
+            entry.touched.store(0, Ordering::Relaxed);
             entry.state.store(STATE_RELEASED, Ordering::Release);
             pool.retained.push(id);
-            self.counters.slabs_released.fetch_add(1, Ordering::Relaxed);
             drop(pool);
             tracing::trace!(
                 arena = self.id,
@@ -830,41 +885,50 @@ impl SlabArena {
         let len = entry.len.swap(0, Ordering::AcqRel);
         entry.state.store(STATE_UNUSED, Ordering::Release);
         pool.by_addr.remove(&(base as usize));
+        entry.touched.store(0, Ordering::Relaxed);
         pool.free_ids.push(id);
-        self.counters
-            .reserved_bytes
-            .fetch_sub(len as u64, Ordering::Relaxed);
         if let Some(r) = &self.reservation {
             r.shrink(len as u64);
         }
         mapping
     }
 
-    /// A slab to fill: a retained one, or a new mapping.
-    fn acquire_slab(&self) -> Result<(u32, NonNull<u8>)> {
+    /// A slab to fill: a warm one, a retained one, or a new mapping.
+    fn acquire_slab(&self) -> Result<ActiveSlab> {
         let reused = {
             let mut pool = self.pool.lock();
-            pool.retained.pop()
+            pool.warm.pop().or_else(|| pool.retained.pop())
         };
-        if let Some(id) = reused {
-            let entry = self.entry(id);
-            entry.live.reset_active();
-            entry.touched.store(0, Ordering::Relaxed);
-            entry.state.store(STATE_ACTIVE, Ordering::Release);
-            self.counters.slabs_released.fetch_sub(1, Ordering::Relaxed);
-            self.counters.slabs_active.fetch_add(1, Ordering::Relaxed);
-            let base =
-                NonNull::new(entry.base.load(Ordering::Acquire)).expect("retained slab is mapped");
-            return Ok((id, base));
-        }
-        let hint = match self.huge_pages {
-            HugePages::System => None,
-            HugePages::Enable => Some(Advice::HugePage),
-            HugePages::Disable => Some(Advice::NoHugePage),
+        let (id, base) = match reused {
+            Some(id) => {
+                let entry = self.entry(id);
+                let base = NonNull::new(entry.base.load(Ordering::Acquire))
+                    .expect("a warm or retained slab is mapped");
+                (id, base)
+            }
+            None => {
+                let hint = match self.huge_pages {
+                    HugePages::System => None,
+                    HugePages::Enable => Some(Advice::HugePage),
+                    HugePages::Disable => Some(Advice::NoHugePage),
+                };
+                self.map_new(self.slab_bytes, self.slab_bytes, hint, None)?
+            }
         };
-        let (id, base) = self.map_new(self.slab_bytes, self.slab_bytes, hint, None)?;
-        self.counters.slabs_active.fetch_add(1, Ordering::Relaxed);
-        Ok((id, base))
+        let entry = self.entry(id);
+        // Nothing in the slab is live, so no free races with the reset.
+        entry.live.reset_active();
+        entry.allocated.store(0, Ordering::Relaxed);
+        entry.state.store(STATE_ACTIVE, Ordering::Release);
+        Ok(ActiveSlab {
+            id,
+            base,
+            entry: NonNull::from(entry),
+            cursor: 0,
+            allocated: 0,
+            // A warm slab's pages are still resident: keep counting them.
+            touched: entry.touched.load(Ordering::Relaxed),
+        })
     }
 
     /// Maps `len` bytes aligned to `align` under a new id, charging the
@@ -933,15 +997,13 @@ impl SlabArena {
             None => STATE_ACTIVE,
         };
         entry.touched.store(0, Ordering::Relaxed);
+        entry.allocated.store(0, Ordering::Relaxed);
         entry.len.store(len, Ordering::Release);
         entry.base.store(base.as_ptr(), Ordering::Release);
         entry.state.store(state, Ordering::Release);
         *entry.mapping.lock() = Some(mapping);
         pool.by_addr.insert(base.as_ptr() as usize, (id, len));
         drop(pool);
-        self.counters
-            .reserved_bytes
-            .fetch_add(len as u64, Ordering::Relaxed);
         Ok((id, base))
     }
 
@@ -956,42 +1018,27 @@ impl SlabArena {
                 why: "size overflows when rounded to pages",
             })?;
         let (id, base) = self.map_new(len, layout.align(), None, Some(size as u64))?;
-        self.counters.large_mappings.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .large_resident
-            .fetch_add(len as u64, Ordering::Relaxed);
-        self.counters
-            .other_live
-            .fetch_add(size as u64, Ordering::Relaxed);
         Ok(self.make_alloc(base, size, id))
     }
 
     #[cold]
     fn free_large(&self, id: u32, entry: &SlabEntry, size: usize) {
-        self.counters
-            .other_live
-            .fetch_sub(size as u64, Ordering::Relaxed);
         if !entry.live.free(size as u64) {
             debug_assert!(false, "a dedicated mapping holds one allocation");
             return;
         }
-        let len = entry.len.load(Ordering::Acquire);
         let mapping = {
             let mut pool = self.pool.lock();
             self.forget_mapping(&mut pool, id, entry)
         };
-        self.counters.large_mappings.fetch_sub(1, Ordering::Relaxed);
-        self.counters
-            .large_resident
-            .fetch_sub(len as u64, Ordering::Relaxed);
-        self.counters.releases.fetch_add(1, Ordering::Relaxed);
+        self.releases.fetch_add(1, Ordering::Relaxed);
         // Unmapped here, outside the locks.
         drop(mapping);
     }
 }
 
-/// Bumps `size` bytes aligned to `align` in the active slab, or `None` if it
-/// does not fit. Runs under the shard's lock.
+/// Bumps `size` bytes aligned to `align` in an active slab, or `None` if
+/// it does not fit. Runs under the shard's lock (or on a target's owner).
 #[inline]
 fn bump(
     active: &mut ActiveSlab,
@@ -999,7 +1046,6 @@ fn bump(
     align: usize,
     slab_bytes: usize,
     page: usize,
-    shard: &Shard,
 ) -> Option<NonNull<u8>> {
     // By invariant 4 the slab base is aligned to slab_bytes >= align, so
     // aligning the offset aligns the address.
@@ -1010,14 +1056,17 @@ fn bump(
     }
     active.cursor = end;
     active.allocated += size as u64;
-    // Only this shard's lock holder writes these: load + store, no RMW.
-    let a = &shard.alloc_bytes;
-    a.store(a.load(Ordering::Relaxed) + size as u64, Ordering::Relaxed);
+    // Only the owner writes these: plain stores, no read-modify-write.
+    active
+        .entry()
+        .allocated
+        .store(active.allocated, Ordering::Relaxed);
     if end > active.touched {
         active.touched = end.next_multiple_of(page);
-        shard
-            .touched_bytes
-            .store(active.touched as u64, Ordering::Relaxed);
+        active
+            .entry()
+            .touched
+            .store(active.touched, Ordering::Relaxed);
     }
     // SAFETY: `start < end <= slab_bytes`: inside the slab's mapping.
     Some(unsafe { active.base.add(start) })
@@ -1049,19 +1098,15 @@ impl TargetSlab<'_> {
 
 impl Drop for TargetSlab<'_> {
     fn drop(&mut self) {
-        let arena = self.arena;
         let slab = ActiveSlab {
             id: self.slab.id,
             base: self.slab.base,
+            entry: self.slab.entry,
             cursor: self.slab.cursor,
             allocated: self.slab.allocated,
             touched: self.slab.touched,
         };
-        arena
-            .counters
-            .target_resident
-            .fetch_sub(slab.touched as u64, Ordering::Relaxed);
-        arena.seal(slab);
+        self.arena.seal(slab);
     }
 }
 

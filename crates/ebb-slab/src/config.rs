@@ -44,6 +44,7 @@ pub enum HugePages {
 pub struct SlabConfig {
     pub(crate) slab_bytes: usize,
     pub(crate) max_retained_slabs: usize,
+    pub(crate) max_warm_slabs: usize,
     pub(crate) release_mode: ReleaseMode,
     pub(crate) huge_pages: HugePages,
     pub(crate) shards: usize,
@@ -55,6 +56,7 @@ impl Default for SlabConfig {
         SlabConfig {
             slab_bytes: SlabConfig::DEFAULT_SLAB_BYTES,
             max_retained_slabs: SlabConfig::DEFAULT_MAX_RETAINED_SLABS,
+            max_warm_slabs: 0,
             release_mode: ReleaseMode::DontNeed,
             huge_pages: HugePages::System,
             shards: std::thread::available_parallelism().map_or(4, |n| n.get()),
@@ -84,6 +86,18 @@ impl SlabConfig {
     /// are unmapped and their bytes returned to the budget.
     pub fn with_max_retained_slabs(mut self, slabs: usize) -> Self {
         self.max_retained_slabs = slabs;
+        self
+    }
+
+    /// Empty slabs kept *resident* for immediate reuse, before any is
+    /// released (default 0: every empty slab is released at once). A small
+    /// warm reserve spares a churning workload (fill, free all, refill) the
+    /// page faults and zeroing of refaulting released slabs, at the price of
+    /// up to `slabs × slab_bytes` of RSS that is not live;
+    /// [`SlabArena::release_warm_slabs`](crate::SlabArena::release_warm_slabs)
+    /// gives it back on demand.
+    pub fn with_max_warm_slabs(mut self, slabs: usize) -> Self {
+        self.max_warm_slabs = slabs;
         self
     }
 

@@ -69,6 +69,18 @@ impl LiveCounter {
         self.0.load(Ordering::Acquire) == ACTIVE_BIAS - allocated
     }
 
+    /// Live bytes, given what the owner allocated if the slab is still
+    /// active (ignored once sealed). Approximate while frees are in flight.
+    pub fn live_bytes(&self, allocated_if_active: u64) -> u64 {
+        let v = self.0.load(Ordering::Acquire);
+        if v >= ACTIVE_BIAS / 2 {
+            // Active: v = ACTIVE_BIAS - freed (invariant 1).
+            allocated_if_active.saturating_sub(ACTIVE_BIAS.wrapping_sub(v))
+        } else {
+            v
+        }
+    }
+
     /// Live bytes of a sealed slab; `None` while active.
     pub fn sealed_live_bytes(&self) -> Option<u64> {
         let v = self.0.load(Ordering::Acquire);

@@ -19,6 +19,8 @@ pub struct SlabStats {
     pub slabs_sealed: u64,
     /// Empty slabs released to the OS and kept mapped for reuse.
     pub slabs_released: u64,
+    /// Empty slabs kept resident for immediate reuse (`max_warm_slabs`).
+    pub slabs_warm: u64,
     /// Dedicated mappings of allocations over half a slab.
     pub large_mappings: u64,
     /// Mapped bytes.

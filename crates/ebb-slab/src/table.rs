@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use crate::live::LiveCounter;
 use ebb_core::os::Mapping;
-use ebb_core::sync::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use ebb_core::sync::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 const CHUNK_BITS: u32 = 10;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;
@@ -33,6 +33,7 @@ pub(crate) const STATE_ACTIVE: u8 = 1;
 pub(crate) const STATE_SEALED: u8 = 2;
 pub(crate) const STATE_RELEASED: u8 = 3;
 pub(crate) const STATE_LARGE: u8 = 4;
+pub(crate) const STATE_WARM: u8 = 5;
 
 /// One slab or dedicated mapping.
 pub(crate) struct SlabEntry {
@@ -42,8 +43,13 @@ pub(crate) struct SlabEntry {
     pub len: AtomicUsize,
     /// Live bytes (see `live`).
     pub live: LiveCounter,
-    /// Page-rounded bytes handed out, written by the owner before it seals.
+    /// Page-rounded bytes handed out (the bump high-water mark); written by
+    /// the slab's owner only (plain stores), read by stats.
     pub touched: AtomicUsize,
+    /// Bytes allocated into the slab since it became active; written by the
+    /// owner only (plain stores), read by stats to compute an active slab's
+    /// live bytes (`allocated - (ACTIVE_BIAS - counter)`).
+    pub allocated: AtomicU64,
     /// One of the `STATE_*` constants.
     pub state: AtomicU8,
     /// The mapping itself. Locked only on the slow paths (map, release,
@@ -58,6 +64,7 @@ impl SlabEntry {
             len: AtomicUsize::new(0),
             live: LiveCounter::new_active(),
             touched: AtomicUsize::new(0),
+            allocated: AtomicU64::new(0),
             state: AtomicU8::new(STATE_UNUSED),
             mapping: Mutex::new(None),
         }

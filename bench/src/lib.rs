@@ -1,0 +1,83 @@
+//! Shared pieces of ebb's benchmarks: a seeded generator, record sizes,
+//! shuffles, and small helpers for the `peers` scenario runner.
+//!
+//! Everything here is deterministic for a given seed, so two runs (or two
+//! allocators in one run) see the same records in the same order.
+
+pub mod args;
+pub mod scenario;
+
+/// xorshift64*: a tiny seeded generator (no dependency, same stream on
+/// every machine).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value; 0 is remapped).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    /// Shuffles `v` in place (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+/// Record sizes drawn uniformly from `lo..=hi` until they add up to at
+/// least `total_bytes`.
+pub fn sizes_totalling(rng: &mut Rng, total_bytes: usize, lo: usize, hi: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(total_bytes / ((lo + hi) / 2) + 1);
+    let mut sum = 0;
+    while sum < total_bytes {
+        let s = rng.range(lo, hi);
+        sum += s;
+        out.push(s);
+    }
+    out
+}
+
+/// A permutation of `0..n`.
+pub fn permutation(rng: &mut Rng, n: usize) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut p);
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_is_deterministic_and_in_range() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        for _ in 0..1000 {
+            let x = a.range(64, 4096);
+            assert_eq!(x, b.range(64, 4096));
+            assert!((64..=4096).contains(&x));
+        }
+        let sizes = sizes_totalling(&mut a, 1 << 20, 64, 4096);
+        let sum: usize = sizes.iter().sum();
+        assert!(sum >= 1 << 20 && sum < (1 << 20) + 4096);
+        let mut p = permutation(&mut a, 100);
+        p.sort_unstable();
+        assert_eq!(p, (0..100).collect::<Vec<_>>());
+    }
+}
