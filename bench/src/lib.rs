@@ -75,7 +75,7 @@ mod tests {
         }
         let sizes = sizes_totalling(&mut a, 1 << 20, 64, 4096);
         let sum: usize = sizes.iter().sum();
-        assert!(sum >= 1 << 20 && sum < (1 << 20) + 4096);
+        assert!(((1 << 20)..(1 << 20) + 4096).contains(&sum));
         let mut p = permutation(&mut a, 100);
         p.sort_unstable();
         assert_eq!(p, (0..100).collect::<Vec<_>>());

@@ -440,7 +440,7 @@ mod tests {
     #[test]
     fn concurrent_try_grow_never_passes_the_limit() {
         let budget = MemoryBudget::new(10_000);
-        let granted: u64 = std::thread::scope(|s| {
+        let (granted, held): (Vec<u64>, Vec<Reservation>) = std::thread::scope(|s| {
             let hs: Vec<_> = (0..4)
                 .map(|_| {
                     let r = budget.reservation("t");
@@ -451,15 +451,18 @@ mod tests {
                                 ok += 3;
                             }
                         }
-                        std::mem::forget(r);
-                        ok
+                        (ok, r)
                     })
                 })
                 .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).sum()
+            hs.into_iter().map(|h| h.join().unwrap()).unzip()
         });
+        let granted: u64 = granted.iter().sum();
         assert!(granted <= 10_000);
+        assert!(granted >= 9_997, "the limit was not reached: {granted}");
         assert_eq!(budget.reserved_bytes(), granted);
+        drop(held);
+        assert_eq!(budget.reserved_bytes(), 0);
     }
 
     #[derive(Debug, Clone)]

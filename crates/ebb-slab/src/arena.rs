@@ -400,7 +400,12 @@ impl SlabArena {
         if config.shards == 0 {
             return Err(Error::BadConfig("shards must be at least 1".into()));
         }
-        let shards = config.shards.min(SlabConfig::MAX_SHARDS);
+        // A power of two, so picking a thread's shard is a mask, not a
+        // division.
+        let shards = config
+            .shards
+            .min(SlabConfig::MAX_SHARDS)
+            .next_power_of_two();
         let arena = SlabArena {
             id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
             slab_bytes,
@@ -737,9 +742,8 @@ impl SlabArena {
     /// others and moves the thread's home to the first free one.
     #[inline]
     fn lock_shard(&self) -> ShardGuard<'_> {
-        let n = self.shards.len();
         let slot = thread_slot() as usize;
-        let home = slot % n;
+        let home = slot & (self.shards.len() - 1);
         if let Some(g) = self.shards[home].try_lock() {
             return g;
         }

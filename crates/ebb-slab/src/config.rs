@@ -114,7 +114,8 @@ impl SlabConfig {
     }
 
     /// Number of allocation shards (default: the number of CPUs, at most
-    /// [`MAX_SHARDS`](Self::MAX_SHARDS)). Each shard has one active slab, so
+    /// [`MAX_SHARDS`](Self::MAX_SHARDS), rounded up to a power of two). Each
+    /// shard has one active slab, so
     /// up to `shards × slab_bytes` can sit in half-used active slabs.
     pub fn with_shards(mut self, shards: usize) -> Self {
         self.shards = shards;

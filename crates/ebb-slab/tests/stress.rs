@@ -12,7 +12,7 @@ fn ops_per_thread() -> usize {
     std::env::var("EBB_STRESS_OPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if cfg!(miri) { 2_000 } else { 1_000_000 })
+        .unwrap_or(if cfg!(miri) { 400 } else { 1_000_000 })
         / 4
 }
 
@@ -65,7 +65,7 @@ fn four_threads_alloc_and_free_with_checksums() {
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
                 let mut live = Vec::new();
                 for i in 0..n {
-                    let size = 1 + (rng.next() % 2048) as usize;
+                    let size = 1 + (rng.next() % if cfg!(miri) { 64 } else { 2048 }) as usize;
                     let key = ((t as u64) << 40) | i as u64;
                     let mut a = arena
                         .alloc(Layout::from_size_align(size, 8).unwrap())

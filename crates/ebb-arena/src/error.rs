@@ -1,0 +1,83 @@
+//! Errors of ebb-arena.
+
+use crate::compact::CompactionReport;
+use ebb_core::BudgetExceeded;
+
+/// Everything an insert or replace can fail with. A failed call stores
+/// nothing and changes nothing already stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The slab layer refused memory: over budget, mmap failure, or a bad
+    /// configuration.
+    #[error(transparent)]
+    Slab(#[from] ebb_slab::Error),
+    /// The handle table is full (2^28 records at once).
+    #[error("arena holds the maximum of {max} records")]
+    TooManyRecords {
+        /// The table's capacity.
+        max: usize,
+    },
+    /// A blob longer than a record can be.
+    #[error("blob of {len} bytes exceeds the {max} byte record limit")]
+    BlobTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl Error {
+    /// The budget numbers, if this is a budget refusal.
+    pub fn budget_exceeded(&self) -> Option<&BudgetExceeded> {
+        match self {
+            Error::Slab(ebb_slab::Error::BudgetExceeded(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` with ebb-arena's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a compaction stopped early. Every variant leaves the arena
+/// consistent: each record is readable at exactly one place, the handle
+/// table is exact, and the stats agree.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompactionError {
+    /// The token was cancelled; `report` says what was done before.
+    #[error("compaction cancelled after moving {} records", report.records_moved)]
+    Cancelled {
+        /// Work done before the cancel.
+        report: CompactionReport,
+    },
+    /// A new target slab would pass the memory budget.
+    #[error("compaction stopped at the memory budget: {source}")]
+    OverBudget {
+        /// The budget's numbers.
+        source: Box<BudgetExceeded>,
+        /// Work done before.
+        report: CompactionReport,
+    },
+    /// The OS refused memory for a target slab.
+    #[error("compaction stopped: {source}")]
+    Os {
+        /// What the slab layer said.
+        source: Box<ebb_slab::Error>,
+        /// Work done before.
+        report: CompactionReport,
+    },
+}
+
+impl CompactionError {
+    /// What was done before the compaction stopped.
+    pub fn report(&self) -> &CompactionReport {
+        match self {
+            CompactionError::Cancelled { report }
+            | CompactionError::OverBudget { report, .. }
+            | CompactionError::Os { report, .. } => report,
+        }
+    }
+}

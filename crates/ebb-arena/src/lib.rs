@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+
+mod blob;
+mod compact;
+mod error;
+mod handle;
+mod raw;
+mod reclaim;
+mod slots;
+mod typed;
+
+pub use blob::{BlobArena, BlobRef};
+pub use compact::{CompactionPolicy, CompactionReport};
+pub use error::{CompactionError, Error, Result};
+pub use handle::{BlobHandle, Handle};
+pub use raw::ArenaStats;
+pub use typed::{Ref, TypedArena};
+
+/// The slab configuration an arena passes through to its `SlabArena`.
+pub use ebb_slab::SlabConfig;
+/// The cancellation token compaction takes.
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,502 @@
+//! The core shared by [`TypedArena`](crate::TypedArena) and
+//! [`BlobArena`](crate::BlobArena): records in a `SlabArena`, a handle
+//! table, epoch reclamation, and compaction.
+//!
+//! ```text
+//!   Handle{index, gen} ──► slots[index] = {generation, place = (slab, offset)}
+//!                                                   │
+//!                                                   ▼
+//!                                 SlabArena: slab ── bytes of the record
+//! ```
+//!
+//! The move protocol (compaction): pin; check the slot still holds the old
+//! place; copy the record into a target slab; CAS the slot's place from old
+//! to new. If the CAS wins, the old place is retired (freed once no reader
+//! pinned before can see it); if it loses (a remove or replace got there
+//! first), the copy was never visible and is freed at once. Readers pin
+//! before they load a place, so whatever place they load stays valid and
+//! unchanged while they hold the guard.
+//!
+//! Invariants (cited below):
+//!
+//! 1. Records are immutable once published: no byte of a place changes
+//!    between its publication and its free.
+//! 2. A place is freed only after it left its slot (removed, replaced or
+//!    moved) *and* every reader pinned at that moment has unpinned.
+//! 3. Every occupied slot's place is a live allocation of `slab`, and each
+//!    live allocation is referenced by at most one slot.
+//! 4. At most one compaction runs at a time (`compacting`).
+
+use std::alloc::Layout;
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crossbeam_epoch::Guard;
+use ebb_slab::{RawSlabAlloc, SlabAddr, SlabArena, SlabConfig, SlabId, SlabStats, TargetSlab};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::compact::{CompactionPolicy, CompactionReport};
+use crate::error::{CompactionError, Error, Result};
+use crate::reclaim::Reclaimer;
+use crate::slots::{MAX_SLOTS, NO_PLACE, SlotTable, pack, unpack};
+
+/// How a record's length is known.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RecordFormat {
+    /// Every record is `len` bytes aligned to `align` (TypedArena).
+    Fixed { len: usize, align: usize },
+    /// A little-endian `u32` length, then that many bytes (BlobArena).
+    Prefixed,
+}
+
+/// Bytes of the length prefix of a blob record.
+pub(crate) const PREFIX: usize = 4;
+
+impl RecordFormat {
+    fn align(self) -> usize {
+        match self {
+            RecordFormat::Fixed { align, .. } => align,
+            RecordFormat::Prefixed => PREFIX,
+        }
+    }
+
+    /// Length of the record at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a published record's place, and the caller is pinned (or
+    /// otherwise knows the place is not freed), so its bytes are readable.
+    unsafe fn record_len(self, ptr: *const u8) -> usize {
+        match self {
+            RecordFormat::Fixed { len, .. } => len,
+            RecordFormat::Prefixed => {
+                // SAFETY: a prefixed record starts with its 4-byte length
+                // (written by `insert` before publication, invariant 1),
+                // aligned to 4; the caller guarantees the place is live.
+                let n = unsafe { ptr.cast::<u32>().read() };
+                PREFIX + n as usize
+            }
+        }
+    }
+}
+
+/// A snapshot of an arena, plain data for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ArenaStats {
+    /// Live records.
+    pub records: u64,
+    /// The slab layer underneath (live, resident, reserved bytes, slabs).
+    pub slab: SlabStats,
+    /// Retired places whose readers are gone, not yet freed.
+    pub pending_frees: u64,
+    /// Compactions run to completion or stopped.
+    pub compactions_total: u64,
+    /// Bytes moved by compactions since creation.
+    pub bytes_moved_total: u64,
+    /// Slabs emptied by compactions since creation (updated per slab, so it
+    /// shows a running compaction's progress).
+    pub slabs_compacted_total: u64,
+}
+
+pub(crate) struct RawArena {
+    slab: SlabArena,
+    slots: SlotTable,
+    reclaim: Reclaimer,
+    format: RecordFormat,
+    len: AtomicUsize,
+    compactions: AtomicU64,
+    bytes_moved: AtomicU64,
+    /// Slabs emptied by compactions since creation, counted as they go.
+    slabs_compacted: AtomicU64,
+    /// Invariant 4.
+    compacting: Mutex<()>,
+}
+
+impl RawArena {
+    pub fn new(config: SlabConfig, format: RecordFormat) -> Result<RawArena> {
+        Ok(RawArena {
+            slab: SlabArena::new(config)?,
+            slots: SlotTable::new(),
+            reclaim: Reclaimer::new(),
+            format,
+            len: AtomicUsize::new(0),
+            compactions: AtomicU64::new(0),
+            bytes_moved: AtomicU64::new(0),
+            slabs_compacted: AtomicU64::new(0),
+            compacting: Mutex::new(()),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn ptr_of(&self, place: u64) -> NonNull<u8> {
+        let (slab, offset) = unpack(place);
+        self.slab
+            .ptr_at(SlabAddr {
+                slab: SlabId(slab),
+                offset,
+            })
+            .expect("an occupied slot's place is a live allocation (invariant 3)")
+    }
+
+    fn place_of(&self, raw: &RawSlabAlloc) -> u64 {
+        let addr = self.slab.addr_of(raw);
+        pack(addr.slab.0, addr.offset)
+    }
+
+    fn layout(&self, len: usize) -> Result<Layout> {
+        Layout::from_size_align(len, self.format.align()).map_err(|_| Error::BlobTooLarge {
+            len,
+            max: u32::MAX as usize,
+        })
+    }
+
+    /// Frees a place no slot references and no reader can see.
+    fn free_place(&self, place: u64, bytes: usize) {
+        let raw = RawSlabAlloc {
+            ptr: self.ptr_of(place),
+            len: bytes,
+            slab: SlabId(unpack(place).0),
+        };
+        // SAFETY: the place was an allocation of this arena's slab arena,
+        // it left its slot and its readers are gone (invariant 2), so this
+        // is the only owner being rebuilt.
+        let alloc = unsafe { self.slab.from_raw(raw) };
+        if self.slab.free(alloc).is_err() {
+            debug_assert!(false, "own allocation refused");
+        }
+    }
+
+    /// Frees the places whose readers are gone.
+    pub fn drain_ready(&self) {
+        for (place, bytes) in self.reclaim.ready.take() {
+            self.free_place(place, bytes);
+        }
+    }
+
+    /// Stores a record of `len` bytes written by `write`, returns (index,
+    /// generation).
+    ///
+    /// # Safety
+    ///
+    /// `write` must initialize the record's bytes as the format requires (a
+    /// `T`, or the prefix and the blob), writing only inside `len` bytes
+    /// from the pointer it is given (aligned to the format's alignment).
+    pub unsafe fn insert(&self, len: usize, write: impl FnOnce(*mut u8)) -> Result<(u32, u32)> {
+        let alloc = self.slab.alloc(self.layout(len)?)?;
+        write(alloc.as_ptr());
+        let raw = alloc.into_raw();
+        let Some(index) = self.slots.claim() else {
+            // SAFETY: `raw` was just made from this arena's allocation and
+            // is rebuilt once.
+            let _ = self.slab.free(unsafe { self.slab.from_raw(raw) });
+            return Err(Error::TooManyRecords { max: MAX_SLOTS });
+        };
+        let slot = self.slots.get(index).expect("claimed index has a slot");
+        slot.place.store(self.place_of(&raw), Ordering::Relaxed);
+        // Vacant generations are even (slots invariant 2): publish odd.
+        let generation = slot.generation.load(Ordering::Relaxed).wrapping_add(1);
+        slot.generation.store(generation, Ordering::Release);
+        self.len.fetch_add(1, Ordering::Relaxed);
+        self.drain_ready();
+        Ok((index, generation))
+    }
+
+    /// Pins and returns a pointer to the record, if the handle is current.
+    #[inline]
+    pub fn read(&self, index: u32, generation: u32) -> Option<(Guard, NonNull<u8>)> {
+        let slot = self.slots.get(index)?;
+        // Pin before loading the place, so it cannot be freed under us.
+        let guard = self.reclaim.pin();
+        if slot.generation.load(Ordering::Acquire) != generation {
+            return None;
+        }
+        let place = slot.place.load(Ordering::Acquire);
+        // The place loaded belongs to `generation` only if the slot still
+        // has it after the load (seqlock-style re-check).
+        if place == NO_PLACE || slot.generation.load(Ordering::Acquire) != generation {
+            return None;
+        }
+        Some((guard, self.ptr_of(place)))
+    }
+
+    pub fn remove(&self, index: u32, generation: u32) -> bool {
+        if generation & 1 == 0 {
+            return false;
+        }
+        let Some(slot) = self.slots.get(index) else {
+            return false;
+        };
+        let guard = self.reclaim.pin();
+        if slot
+            .generation
+            .compare_exchange(
+                generation,
+                generation.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        let place = slot.place.swap(NO_PLACE, Ordering::AcqRel);
+        // SAFETY: `place` was this slot's live record and we are pinned, so
+        // it is not freed yet (invariant 2).
+        let bytes = unsafe { self.format.record_len(self.ptr_of(place).as_ptr()) };
+        self.reclaim.retire(&guard, place, bytes);
+        self.slots.release(index);
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        drop(guard);
+        self.drain_ready();
+        true
+    }
+
+    /// Writes a new record and repoints the slot to it; `Ok(false)` (and
+    /// nothing stored) if the handle is not current.
+    ///
+    /// # Safety
+    ///
+    /// As for [`insert`](Self::insert).
+    pub unsafe fn replace(
+        &self,
+        index: u32,
+        generation: u32,
+        len: usize,
+        write: impl FnOnce(*mut u8),
+    ) -> Result<bool> {
+        if generation & 1 == 0 {
+            return Ok(false);
+        }
+        let Some(slot) = self.slots.get(index) else {
+            return Ok(false);
+        };
+        let alloc = self.slab.alloc(self.layout(len)?)?;
+        write(alloc.as_ptr());
+        let raw = alloc.into_raw();
+        let new_place = self.place_of(&raw);
+        let guard = self.reclaim.pin();
+        loop {
+            let current = slot.place.load(Ordering::Acquire);
+            if slot.generation.load(Ordering::Acquire) != generation || current == NO_PLACE {
+                drop(guard);
+                // Never published: free at once.
+                // SAFETY: `raw` is this arena's allocation, rebuilt once.
+                let _ = self.slab.free(unsafe { self.slab.from_raw(raw) });
+                return Ok(false);
+            }
+            if slot
+                .place
+                .compare_exchange(current, new_place, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // SAFETY: `current` was the slot's record and we are pinned.
+                let bytes = unsafe { self.format.record_len(self.ptr_of(current).as_ptr()) };
+                self.reclaim.retire(&guard, current, bytes);
+                drop(guard);
+                self.drain_ready();
+                return Ok(true);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> ArenaStats {
+        ArenaStats {
+            records: self.len() as u64,
+            slab: self.slab.stats(),
+            pending_frees: self.reclaim.ready.len() as u64,
+            compactions_total: self.compactions.load(Ordering::Relaxed),
+            bytes_moved_total: self.bytes_moved.load(Ordering::Relaxed),
+            slabs_compacted_total: self.slabs_compacted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sparse slabs and the bytes emptying them would reclaim.
+    fn candidates(&self, policy: &CompactionPolicy) -> (Vec<SlabId>, u64) {
+        let slab_bytes = self.slab.slab_bytes() as u64;
+        let mut slabs = self.slab.sparse_slabs(policy.max_live_ratio);
+        if let Some(max) = policy.max_slabs {
+            slabs.truncate(max);
+        }
+        let reclaim = slabs
+            .iter()
+            .filter_map(|id| self.slab.slab_info(*id)?.live_bytes)
+            .map(|live| slab_bytes.saturating_sub(live))
+            .sum();
+        (slabs, reclaim)
+    }
+
+    pub fn needs_compaction(&self, policy: &CompactionPolicy) -> bool {
+        let (slabs, reclaim) = self.candidates(policy);
+        !slabs.is_empty() && reclaim >= policy.min_reclaim_bytes
+    }
+
+    pub fn kernel_resident_bytes(&self) -> Result<u64> {
+        Ok(self.slab.kernel_resident_bytes()?)
+    }
+
+    /// Flushes deferred frees and frees what became ready.
+    pub fn reclaim_now(&self) {
+        self.reclaim.flush();
+        self.drain_ready();
+    }
+
+    pub fn compact(
+        &self,
+        policy: &CompactionPolicy,
+        token: &CancellationToken,
+    ) -> Result<CompactionReport, CompactionError> {
+        let _one = self.compacting.lock();
+        let started = Instant::now();
+        let resident_before = self.slab.stats().resident_bytes;
+        let mut report = CompactionReport::default();
+        let (slabs, reclaim) = self.candidates(policy);
+        if slabs.is_empty() || reclaim < policy.min_reclaim_bytes {
+            report.duration = started.elapsed();
+            return Ok(report);
+        }
+        let wanted: std::collections::HashSet<u32> = slabs.iter().map(|s| s.0).collect();
+        // One pass over the handle table finds every record to move.
+        let mut by_slab: HashMap<u32, Vec<(u32, u64)>> = HashMap::new();
+        for index in 0..self.slots.high_water() {
+            let Some(slot) = self.slots.get(index) else {
+                continue;
+            };
+            if slot.generation.load(Ordering::Acquire) & 1 == 0 {
+                continue;
+            }
+            let place = slot.place.load(Ordering::Acquire);
+            if place != NO_PLACE && wanted.contains(&unpack(place).0) {
+                by_slab
+                    .entry(unpack(place).0)
+                    .or_default()
+                    .push((index, place));
+            }
+        }
+        let mut target: Option<TargetSlab<'_>> = None;
+        let outcome = (|| {
+            for slab in &slabs {
+                if token.is_cancelled() {
+                    return Err(Stop::Cancelled);
+                }
+                let records = by_slab.remove(&slab.0).unwrap_or_default();
+                let guard = self.reclaim.pin();
+                for (index, place) in records {
+                    self.move_record(index, place, &guard, &mut target, &mut report)?;
+                }
+                drop(guard);
+                report.slabs_compacted += 1;
+                self.slabs_compacted.fetch_add(1, Ordering::Relaxed);
+                // Let the emptied slab go back as soon as its readers leave.
+                self.reclaim_now();
+            }
+            Ok(())
+        })();
+        drop(target);
+        self.reclaim_now();
+        report.bytes_released = resident_before.saturating_sub(self.slab.stats().resident_bytes);
+        report.duration = started.elapsed();
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        self.bytes_moved
+            .fetch_add(report.bytes_moved, Ordering::Relaxed);
+        tracing::info!(
+            slabs_compacted = report.slabs_compacted,
+            records_moved = report.records_moved,
+            bytes_moved = report.bytes_moved,
+            bytes_released = report.bytes_released,
+            duration_ms = report.duration.as_secs_f64() * 1e3,
+            stopped = outcome.is_err(),
+            "compaction finished"
+        );
+        match outcome {
+            Ok(()) => Ok(report),
+            Err(Stop::Cancelled) => Err(CompactionError::Cancelled { report }),
+            Err(Stop::Slab(ebb_slab::Error::BudgetExceeded(source))) => {
+                Err(CompactionError::OverBudget {
+                    source: Box::new(source),
+                    report,
+                })
+            }
+            Err(Stop::Slab(source)) => Err(CompactionError::Os {
+                source: Box::new(source),
+                report,
+            }),
+        }
+    }
+
+    /// Moves one record by the protocol in the module docs.
+    fn move_record<'a>(
+        &'a self,
+        index: u32,
+        place: u64,
+        guard: &Guard,
+        target: &mut Option<TargetSlab<'a>>,
+        report: &mut CompactionReport,
+    ) -> Result<(), Stop> {
+        let Some(slot) = self.slots.get(index) else {
+            return Ok(());
+        };
+        if slot.place.load(Ordering::Acquire) != place {
+            return Ok(()); // removed or replaced since the scan
+        }
+        let src = self.ptr_of(place);
+        // SAFETY: the place is (or was an instant ago) the slot's record and
+        // we are pinned, so it is not freed (invariant 2).
+        let len = unsafe { self.format.record_len(src.as_ptr()) };
+        let layout = self
+            .layout(len)
+            .map_err(|_| Stop::Slab(ebb_slab::Error::ZeroSize))?;
+        let alloc = loop {
+            if target.is_none() {
+                *target = Some(self.slab.reserve_target().map_err(Stop::Slab)?);
+            }
+            let t = target.as_mut().expect("target just reserved");
+            match self.slab.alloc_in(t, layout).map_err(Stop::Slab)? {
+                Some(a) => break a,
+                None => *target = None, // full: sealed on drop
+            }
+        };
+        // SAFETY:
+        // - `src` holds `len` readable bytes (pinned, invariant 2) that no
+        //   one writes (invariant 1);
+        // - `alloc` is a fresh allocation of `len` bytes nobody else can see;
+        // - the two do not overlap (different slabs).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), alloc.as_ptr(), len) };
+        let raw = alloc.into_raw();
+        let new_place = self.place_of(&raw);
+        if slot
+            .place
+            .compare_exchange(place, new_place, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.reclaim.retire(guard, place, len);
+            report.records_moved += 1;
+            report.bytes_moved += len as u64;
+        } else {
+            // A remove or replace won: our copy was never visible.
+            // SAFETY: `raw` is this arena's allocation, rebuilt once.
+            let _ = self.slab.free(unsafe { self.slab.from_raw(raw) });
+        }
+        Ok(())
+    }
+}
+
+enum Stop {
+    Cancelled,
+    Slab(ebb_slab::Error),
+}
+
+impl Drop for RawArena {
+    fn drop(&mut self) {
+        // Pending frees need no work: the slab arena unmaps everything as it
+        // drops. Deferred functions still queued in the collector only push
+        // onto the orphaned ready queue.
+        tracing::debug!(records = self.len(), "arena dropped");
+    }
+}

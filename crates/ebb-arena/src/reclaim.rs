@@ -1,0 +1,109 @@
+//! Epoch-based reclamation of old record places, one collector per arena.
+//!
+//! A reader pins this arena's epoch for as long as it holds a reference to a
+//! record. A writer that retires a place (remove, replace, or a compaction
+//! move) defers its free; crossbeam-epoch runs the deferred function only
+//! once every reader pinned at retirement has unpinned. The deferred
+//! function does not free anything itself: it pushes the place onto the
+//! arena's `ready` queue, which writers and the compactor drain. So a
+//! reader's `get` never ends up in `madvise` on behalf of someone else.
+//!
+//! Each arena has its own `Collector`, so a long-pinned reader of another
+//! arena (or of anything else using crossbeam's global collector) never
+//! holds back this arena's frees. Threads keep one `LocalHandle` per arena
+//! in a thread-local list; entries of dropped arenas are pruned when a
+//! thread meets a new arena.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use crossbeam_epoch::{Collector, Guard, LocalHandle};
+use parking_lot::Mutex;
+
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static LOCALS: RefCell<Vec<(u64, Weak<()>, LocalHandle)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Places whose readers are gone, waiting to be freed: (place, bytes).
+#[derive(Default)]
+pub(crate) struct ReadyQueue {
+    items: Mutex<Vec<(u64, usize)>>,
+    len: AtomicUsize,
+}
+
+impl ReadyQueue {
+    fn push(&self, place: u64, bytes: usize) {
+        self.items.lock().push((place, bytes));
+        self.len.fetch_add(1, Ordering::Release);
+    }
+
+    /// Takes everything queued (cheap check first).
+    pub fn take(&self) -> Vec<(u64, usize)> {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        let items = std::mem::take(&mut *self.items.lock());
+        self.len.fetch_sub(items.len(), Ordering::Release);
+        items
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Reclaimer {
+    uid: u64,
+    collector: Collector,
+    /// Dropped with the arena; thread-local entries holding a dead `Weak`
+    /// belong to a dropped arena and are pruned.
+    alive: Arc<()>,
+    pub ready: Arc<ReadyQueue>,
+}
+
+impl Reclaimer {
+    pub fn new() -> Reclaimer {
+        Reclaimer {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            collector: Collector::new(),
+            alive: Arc::new(()),
+            ready: Arc::new(ReadyQueue::default()),
+        }
+    }
+
+    /// Pins this arena's epoch on the calling thread.
+    #[inline]
+    pub fn pin(&self) -> Guard {
+        LOCALS.with(|locals| {
+            let mut locals = locals.borrow_mut();
+            if let Some((_, _, h)) = locals.iter().find(|(uid, _, _)| *uid == self.uid) {
+                return h.pin();
+            }
+            locals.retain(|(_, alive, _)| alive.strong_count() > 0);
+            let handle = self.collector.register();
+            let guard = handle.pin();
+            locals.push((self.uid, Arc::downgrade(&self.alive), handle));
+            guard
+        })
+    }
+
+    /// Defers queuing `place` for freeing until no reader pinned now can
+    /// still see it.
+    pub fn retire(&self, guard: &Guard, place: u64, bytes: usize) {
+        let ready = Arc::clone(&self.ready);
+        guard.defer(move || ready.push(place, bytes));
+    }
+
+    /// Pushes this thread's deferred frees to the collector and tries to
+    /// advance the epoch a few times, so frees whose readers are gone
+    /// become ready now rather than after many more pins.
+    pub fn flush(&self) {
+        for _ in 0..8 {
+            let guard = self.pin();
+            guard.flush();
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! [`TypedArena<T>`]: fixed-size plain records behind generational handles.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use crossbeam_epoch::Guard;
+use tokio_util::sync::CancellationToken;
+
+use crate::compact::{CompactionPolicy, CompactionReport};
+use crate::error::{CompactionError, Result};
+use crate::handle::Handle;
+use crate::raw::{ArenaStats, RawArena, RecordFormat};
+use ebb_slab::SlabConfig;
+
+/// Plain records of type `T` in slabs, addressed by 8-byte generational
+/// handles, compactable while readers read.
+///
+/// `T: Copy` because a move is a byte copy and no destructor may run while a
+/// reader can still see the value; updates go through
+/// [`replace`](Self::replace), never through interior mutability (a write
+/// into the old place during a move would be lost).
+///
+/// ```
+/// use ebb_arena::{TypedArena, SlabConfig};
+///
+/// let arena: TypedArena<[u64; 4]> = TypedArena::new(SlabConfig::default())?;
+/// let h = arena.insert([1, 2, 3, 4])?;
+/// assert_eq!(arena.get(h).map(|r| r[2]), Some(3));
+/// assert!(arena.replace(h, [5; 4])?);
+/// assert_eq!(arena.get_copied(h), Some([5; 4]));
+/// assert!(arena.remove(h));
+/// assert!(arena.get(h).is_none());
+/// # Ok::<(), ebb_arena::Error>(())
+/// ```
+pub struct TypedArena<T> {
+    raw: RawArena,
+    _type: PhantomData<fn() -> T>,
+}
+
+/// A reference to a record, valid while held. Holds the arena's epoch pin:
+/// it is not `Send` and must not be held across an `.await` (use
+/// [`TypedArena::with`] or [`TypedArena::get_copied`] there). While any `Ref`
+/// is alive, places retired meanwhile are not freed, so hold it briefly.
+pub struct Ref<'a, T> {
+    _guard: Guard,
+    ptr: NonNull<T>,
+    _arena: PhantomData<&'a T>,
+}
+
+impl<T> std::ops::Deref for Ref<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the place was the record of a current handle when loaded
+        // under `_guard`'s pin; by the arena's invariants 1 and 2 it is
+        // neither written nor freed while the pin lasts, and it holds an
+        // initialized `T`, aligned (allocated with `T`'s layout).
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Ref<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl<T: Copy + Send + Sync> TypedArena<T> {
+    const RECORD: usize = if std::mem::size_of::<T>() == 0 {
+        1
+    } else {
+        std::mem::size_of::<T>()
+    };
+
+    /// An empty arena over a new `SlabArena` made from `config` (its budget
+    /// reservation, release mode and slab size pass through).
+    ///
+    /// # Errors
+    ///
+    /// If the slab configuration is invalid.
+    pub fn new(config: SlabConfig) -> Result<Self> {
+        Ok(TypedArena {
+            raw: RawArena::new(
+                config,
+                RecordFormat::Fixed {
+                    len: Self::RECORD,
+                    align: std::mem::align_of::<T>(),
+                },
+            )?,
+            _type: PhantomData,
+        })
+    }
+
+    /// Stores `value`.
+    ///
+    /// # Errors
+    ///
+    /// Over budget, mmap failure, or a full handle table; nothing is stored.
+    pub fn insert(&self, value: T) -> Result<Handle<T>> {
+        // SAFETY: writes one `T` at the start of a record of size_of::<T>()
+        // bytes (or 1 for a zero-sized T) aligned to align_of::<T>().
+        let (index, generation) = unsafe {
+            self.raw
+                .insert(Self::RECORD, |p| p.cast::<T>().write(value))
+        }?;
+        Ok(Handle::new(index, generation))
+    }
+
+    /// A reference to the record, or `None` if the handle was removed.
+    pub fn get(&self, handle: Handle<T>) -> Option<Ref<'_, T>> {
+        let (guard, ptr) = self.raw.read(handle.index, handle.generation)?;
+        Some(Ref {
+            _guard: guard,
+            ptr: ptr.cast(),
+            _arena: PhantomData,
+        })
+    }
+
+    /// A copy of the record.
+    pub fn get_copied(&self, handle: Handle<T>) -> Option<T> {
+        self.get(handle).map(|r| *r)
+    }
+
+    /// Runs `f` on the record (the pin ends before this returns).
+    pub fn with<R>(&self, handle: Handle<T>, f: impl FnOnce(&T) -> R) -> Option<R> {
+        self.get(handle).map(|r| f(&r))
+    }
+
+    /// Removes the record; false if the handle was not current.
+    pub fn remove(&self, handle: Handle<T>) -> bool {
+        self.raw.remove(handle.index, handle.generation)
+    }
+
+    /// Replaces the record with `value` (a new place; the handle stays
+    /// valid). `Ok(false)` if the handle was not current (nothing stored).
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](Self::insert); the old value stays.
+    pub fn replace(&self, handle: Handle<T>, value: T) -> Result<bool> {
+        // SAFETY: as in `insert`.
+        unsafe {
+            self.raw
+                .replace(handle.index, handle.generation, Self::RECORD, |p| {
+                    p.cast::<T>().write(value)
+                })
+        }
+    }
+
+    /// Live records.
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// True if no record is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of the arena and its slabs.
+    pub fn stats(&self) -> ArenaStats {
+        self.raw.stats()
+    }
+
+    /// True if compacting under `policy` would reclaim at least
+    /// `policy.min_reclaim_bytes` (reads slab counters only).
+    pub fn needs_compaction(&self, policy: &CompactionPolicy) -> bool {
+        self.raw.needs_compaction(policy)
+    }
+
+    /// Moves the live records out of sealed slabs under
+    /// `policy.max_live_ratio`, so those slabs empty and go back to the OS.
+    /// Readers are never blocked; writers proceed concurrently.
+    ///
+    /// # Errors
+    ///
+    /// [`CompactionError::Cancelled`] (checked before each slab: at most one
+    /// slab is moved after the cancel), `OverBudget`, `Os`; each leaves every
+    /// record readable and the stats exact.
+    pub fn compact(
+        &self,
+        policy: &CompactionPolicy,
+        token: &CancellationToken,
+    ) -> Result<CompactionReport, CompactionError> {
+        self.raw.compact(policy, token)
+    }
+
+    /// Bytes of this arena's slabs resident according to the kernel
+    /// (`mincore`). Slow: for tests and reports.
+    ///
+    /// # Errors
+    ///
+    /// If `mincore` fails.
+    pub fn kernel_resident_bytes(&self) -> Result<u64> {
+        self.raw.kernel_resident_bytes()
+    }
+
+    /// Frees retired places whose readers are gone (normally done by
+    /// writers and compaction as they go).
+    pub fn reclaim(&self) {
+        self.raw.reclaim_now();
+    }
+}

@@ -1,0 +1,173 @@
+//! Compaction at scale: cancellation mid-way, and kernel truth afterwards.
+//! Scale with EBB_ARENA_BYTES (default 256 MiB; `just` runs 1 GiB).
+//! The RSS test runs in a child process of its own.
+
+#![cfg(not(miri))]
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ebb_arena::{
+    BlobArena, BlobHandle, CancellationToken, CompactionError, CompactionPolicy, SlabConfig,
+};
+use ebb_core::os;
+use ebb_slab::HugePages;
+
+fn total_bytes() -> usize {
+    std::env::var("EBB_ARENA_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256 << 20)
+}
+
+fn in_child(name: &str) -> bool {
+    if std::env::var("EBB_CHILD_TEST").as_deref() == Ok(name) {
+        return true;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("EBB_CHILD_TEST", name)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child {name} failed:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "child {name} ran nothing:\n{text}"
+    );
+    false
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn record(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i.wrapping_mul(7) + j) as u8).collect()
+}
+
+/// Fills `total` bytes of 64..=4096 B records, removes 75 % at random;
+/// returns the kept (index, len, handle).
+fn fragmented(arena: &BlobArena, total: usize) -> Vec<(usize, usize, BlobHandle)> {
+    let mut rng = Rng(7);
+    let mut all = Vec::new();
+    let mut bytes = 0;
+    while bytes < total {
+        let len = 64 + (rng.next() % 4033) as usize;
+        let h = arena.insert(&record(all.len(), len)).unwrap();
+        all.push((all.len(), len, h));
+        bytes += len;
+    }
+    let mut kept = Vec::new();
+    for r in all {
+        if rng.next().is_multiple_of(4) {
+            kept.push(r);
+        } else {
+            assert!(arena.remove(r.2));
+        }
+    }
+    arena.reclaim();
+    kept
+}
+
+fn check_all(arena: &BlobArena, kept: &[(usize, usize, BlobHandle)]) {
+    for (i, len, h) in kept {
+        let ok = arena.with(*h, |b| b == record(*i, *len).as_slice());
+        assert_eq!(ok, Some(true), "record {i}");
+    }
+    assert_eq!(arena.len(), kept.len());
+}
+
+#[test]
+fn cancelled_compaction_stops_within_one_slab_and_loses_nothing() {
+    let arena = BlobArena::new(SlabConfig::default()).unwrap();
+    let kept = fragmented(&arena, total_bytes());
+    let token = CancellationToken::new();
+    let policy = CompactionPolicy::default().with_max_live_ratio(0.9);
+    let cancelled_at = std::sync::Mutex::new(None);
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                if arena.stats().slabs_compacted_total >= 3 {
+                    token.cancel();
+                    *cancelled_at.lock().unwrap() = Some(arena.stats().slabs_compacted_total);
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+        });
+        let r = arena.compact(&policy, &token);
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    let at = cancelled_at
+        .into_inner()
+        .unwrap()
+        .expect("cancelled mid-way");
+    match result {
+        Err(CompactionError::Cancelled { report }) => {
+            assert!(
+                report.slabs_compacted as u64 <= at + 1,
+                "{} slabs compacted, {at} done when cancelled",
+                report.slabs_compacted
+            );
+        }
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    check_all(&arena, &kept);
+    // A later compaction finishes the job.
+    let report = arena.compact(&policy, &CancellationToken::new()).unwrap();
+    assert!(report.slabs_compacted > 0);
+    check_all(&arena, &kept);
+    let live: u64 = kept.iter().map(|(_, len, _)| 4 + *len as u64).sum();
+    assert_eq!(arena.stats().slab.live_bytes, live);
+}
+
+#[test]
+fn after_compaction_rss_and_mincore_agree_with_stats() {
+    if !in_child("after_compaction_rss_and_mincore_agree_with_stats") {
+        return;
+    }
+    let total = total_bytes();
+    let rss_base = os::rss_bytes().unwrap();
+    let arena = BlobArena::new(SlabConfig::default().with_huge_pages(HugePages::Disable)).unwrap();
+    let kept = fragmented(&arena, total);
+    let live: u64 = kept.iter().map(|(_, len, _)| *len as u64).sum();
+    let before = os::rss_bytes().unwrap() - rss_base;
+    arena
+        .compact(
+            &CompactionPolicy::default().with_max_live_ratio(0.9),
+            &CancellationToken::new(),
+        )
+        .unwrap();
+    let stats = arena.stats().slab;
+    let kernel = arena.kernel_resident_bytes().unwrap();
+    let slabs = stats.slabs_active + stats.slabs_sealed + stats.large_mappings;
+    assert!(
+        stats.resident_bytes.abs_diff(kernel) <= slabs * os::page_size() as u64,
+        "stats {} vs mincore {kernel}",
+        stats.resident_bytes
+    );
+    let after = os::rss_bytes().unwrap().saturating_sub(rss_base);
+    println!(
+        "live {live} rss before {before} after {after} ratio {:.3}",
+        after as f64 / live as f64
+    );
+    // The handle table and the test's own bookkeeping are part of RSS too.
+    assert!(
+        (after as f64) < 1.25 * live as f64,
+        "RSS {after} for {live} live bytes"
+    );
+    check_all(&arena, &kept);
+}

@@ -1,0 +1,219 @@
+//! Model-based property tests of TypedArena and BlobArena against a
+//! `HashMap`.
+//!
+//! Properties, after every step of a random insert/get/remove/replace/
+//! compact sequence (small slabs, so compaction really moves records):
+//!
+//! 1. Every live handle reads back exactly the model's value.
+//! 2. Every removed handle reads `None`, forever, even after slot reuse;
+//!    removing or replacing it again fails.
+//! 3. `len` equals the model's size, and the slab's live bytes equal the
+//!    sum of the live records' sizes once retired places are reclaimed.
+
+use std::collections::HashMap;
+
+use ebb_arena::{
+    BlobArena, BlobHandle, CancellationToken, CompactionPolicy, Handle, SlabConfig, TypedArena,
+};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(u64, usize),
+    Remove(usize),
+    Replace(usize, u64, usize),
+    Compact(f64),
+    ReadStale(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (any::<u64>(), 0usize..600).prop_map(|(v, n)| Op::Insert(v, n)),
+        4 => any::<usize>().prop_map(Op::Remove),
+        2 => (any::<usize>(), any::<u64>(), 0usize..600).prop_map(|(i, v, n)| Op::Replace(i, v, n)),
+        1 => (0.3f64..0.95).prop_map(Op::Compact),
+        1 => any::<usize>().prop_map(Op::ReadStale),
+    ]
+}
+
+fn config() -> SlabConfig {
+    SlabConfig::default()
+        .with_slab_bytes(16 << 10)
+        .with_shards(1)
+}
+
+fn policy(ratio: f64) -> CompactionPolicy {
+    CompactionPolicy::default()
+        .with_max_live_ratio(ratio)
+        .with_min_reclaim_bytes(0)
+}
+
+fn blob_of(v: u64, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (v.wrapping_add(i as u64) % 251) as u8)
+        .collect()
+}
+
+const CASES: u32 = if cfg!(miri) { 4 } else { 96 };
+const STEPS: usize = if cfg!(miri) { 30 } else { 200 };
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn typed_arena_matches_model(ops in proptest::collection::vec(op(), 1..STEPS)) {
+        let arena: TypedArena<[u64; 6]> = TypedArena::new(config()).unwrap();
+        let mut model: HashMap<Handle<[u64; 6]>, [u64; 6]> = HashMap::new();
+        let mut live: Vec<Handle<[u64; 6]>> = Vec::new();
+        let mut dead: Vec<Handle<[u64; 6]>> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Insert(v, _) => {
+                    let value = [v; 6];
+                    let h = arena.insert(value).unwrap();
+                    prop_assert!(!model.contains_key(&h));
+                    model.insert(h, value);
+                    live.push(h);
+                }
+                Op::Remove(i) if !live.is_empty() => {
+                    let h = live.swap_remove(i % live.len());
+                    prop_assert!(arena.remove(h));
+                    model.remove(&h);
+                    dead.push(h);
+                }
+                Op::Replace(i, v, _) if !live.is_empty() => {
+                    let h = live[i % live.len()];
+                    prop_assert!(arena.replace(h, [v; 6]).unwrap());
+                    model.insert(h, [v; 6]);
+                }
+                Op::Compact(ratio) => {
+                    arena.compact(&policy(ratio), &CancellationToken::new()).unwrap();
+                }
+                Op::ReadStale(i) if !dead.is_empty() => {
+                    let h = dead[i % dead.len()];
+                    prop_assert!(arena.get(h).is_none());
+                    prop_assert!(!arena.remove(h));
+                    prop_assert!(!arena.replace(h, [0; 6]).unwrap());
+                }
+                _ => {}
+            }
+            prop_assert_eq!(arena.len(), model.len());
+            for (h, v) in &model {
+                prop_assert_eq!(arena.get_copied(*h), Some(*v));
+            }
+            for h in &dead {
+                prop_assert!(arena.get(*h).is_none());
+            }
+        }
+        arena.reclaim();
+        let s = arena.stats();
+        prop_assert_eq!(s.slab.live_bytes, 48 * model.len() as u64);
+    }
+
+    #[test]
+    fn blob_arena_matches_model(ops in proptest::collection::vec(op(), 1..STEPS)) {
+        let arena = BlobArena::new(config()).unwrap();
+        let mut model: HashMap<BlobHandle, Vec<u8>> = HashMap::new();
+        let mut live: Vec<BlobHandle> = Vec::new();
+        let mut dead: Vec<BlobHandle> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Insert(v, n) => {
+                    let bytes = blob_of(v, n);
+                    let h = arena.insert(&bytes).unwrap();
+                    model.insert(h, bytes);
+                    live.push(h);
+                }
+                Op::Remove(i) if !live.is_empty() => {
+                    let h = live.swap_remove(i % live.len());
+                    prop_assert!(arena.remove(h));
+                    model.remove(&h);
+                    dead.push(h);
+                }
+                Op::Replace(i, v, n) if !live.is_empty() => {
+                    let h = live[i % live.len()];
+                    let bytes = blob_of(v, n);
+                    prop_assert!(arena.replace(h, &bytes).unwrap());
+                    model.insert(h, bytes);
+                }
+                Op::Compact(ratio) => {
+                    arena.compact(&policy(ratio), &CancellationToken::new()).unwrap();
+                }
+                Op::ReadStale(i) if !dead.is_empty() => {
+                    let h = dead[i % dead.len()];
+                    prop_assert!(arena.get(h).is_none());
+                    prop_assert!(!arena.remove(h));
+                    prop_assert!(!arena.replace(h, b"x").unwrap());
+                }
+                _ => {}
+            }
+            prop_assert_eq!(arena.len(), model.len());
+            for (h, v) in &model {
+                let got = arena.get_vec(*h);
+                prop_assert_eq!(got.as_ref(), Some(v));
+            }
+        }
+        arena.reclaim();
+        let expected: u64 = model.values().map(|v| 4 + v.len() as u64).sum();
+        prop_assert_eq!(arena.stats().slab.live_bytes, expected);
+    }
+}
+
+#[test]
+fn compaction_moves_records_and_releases_sparse_slabs() {
+    let arena = BlobArena::new(
+        SlabConfig::default()
+            .with_slab_bytes(64 << 10)
+            .with_shards(1),
+    )
+    .unwrap();
+    let handles: Vec<_> = (0..20_000u32)
+        .map(|i| arena.insert(&[i as u8; 60]).unwrap())
+        .collect();
+    let mut kept = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        if i % 4 == 0 {
+            kept.push((i, h));
+        } else {
+            assert!(arena.remove(h));
+        }
+    }
+    arena.reclaim();
+    let before = arena.stats();
+    assert!(arena.needs_compaction(&CompactionPolicy::default().with_min_reclaim_bytes(64 << 10)));
+    let report = arena
+        .compact(
+            &CompactionPolicy::default().with_min_reclaim_bytes(0),
+            &CancellationToken::new(),
+        )
+        .unwrap();
+    let after = arena.stats();
+    assert!(report.slabs_compacted >= 15, "{report:?}");
+    assert_eq!(
+        report.records_moved as usize,
+        report.bytes_moved as usize / 64
+    );
+    assert!(report.bytes_released > 0, "{report:?}");
+    assert!(
+        after.slab.resident_bytes * 2 < before.slab.resident_bytes,
+        "{before:?} -> {after:?}"
+    );
+    assert!(!arena.needs_compaction(&CompactionPolicy::default().with_min_reclaim_bytes(64 << 10)));
+    for (i, h) in kept {
+        assert_eq!(arena.get_vec(h), Some(vec![i as u8; 60]));
+    }
+    assert_eq!(after.slab.live_bytes, 5_000 * 64);
+}
+
+#[test]
+fn compaction_below_min_reclaim_does_nothing() {
+    let arena: TypedArena<u64> = TypedArena::new(config()).unwrap();
+    let hs: Vec<_> = (0..5000).map(|i| arena.insert(i).unwrap()).collect();
+    for h in hs.iter().step_by(2) {
+        arena.remove(*h);
+    }
+    let policy = CompactionPolicy::default().with_min_reclaim_bytes(1 << 30);
+    assert!(!arena.needs_compaction(&policy));
+    let r = arena.compact(&policy, &CancellationToken::new()).unwrap();
+    assert_eq!((r.slabs_compacted, r.records_moved), (0, 0));
+}

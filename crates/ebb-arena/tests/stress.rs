@@ -1,0 +1,174 @@
+//! Concurrency stress: 2 reader threads, 1 writer (insert/remove/replace)
+//! and a compactor looping, for EBB_ARENA_STRESS_SECS (default 10 s).
+//! Every record carries its key, a version and a checksum; readers check
+//! every record they read. Properties: zero wrong reads, and at the end
+//! every record the writer believes live is present with its last value.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ebb_arena::{BlobArena, BlobHandle, CancellationToken, CompactionPolicy, SlabConfig};
+
+const KEYS: usize = 4096;
+
+fn secs() -> f64 {
+    std::env::var("EBB_ARENA_STRESS_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(miri) { 0.5 } else { 10.0 })
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// key (8) | version (8) | payload | checksum (8).
+fn encode(key: u64, version: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24 + len);
+    v.extend_from_slice(&key.to_le_bytes());
+    v.extend_from_slice(&version.to_le_bytes());
+    v.extend((0..len).map(|i| (key ^ version).wrapping_add(i as u64) as u8));
+    let sum = checksum(&v);
+    v.extend_from_slice(&sum.to_le_bytes());
+    v
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01B3)
+    })
+}
+
+/// Returns (key, version) if the record is intact.
+fn decode(bytes: &[u8]) -> Option<(u64, u64)> {
+    if bytes.len() < 24 {
+        return None;
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 8);
+    if checksum(body) != u64::from_le_bytes(sum.try_into().ok()?) {
+        return None;
+    }
+    Some((
+        u64::from_le_bytes(body[..8].try_into().ok()?),
+        u64::from_le_bytes(body[8..16].try_into().ok()?),
+    ))
+}
+
+const NONE: u64 = u64::MAX;
+
+#[test]
+fn readers_writer_and_compactor_never_see_a_wrong_record() {
+    let arena = BlobArena::new(
+        SlabConfig::default()
+            .with_slab_bytes(64 << 10)
+            .with_shards(2),
+    )
+    .unwrap();
+    // Published handle per key (NONE when absent) and its version.
+    let handles: Vec<AtomicU64> = (0..KEYS).map(|_| AtomicU64::new(NONE)).collect();
+    let stop = AtomicBool::new(false);
+    let wrong = AtomicU64::new(0);
+    let reads = AtomicU64::new(0);
+    let compactions = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs_f64(secs());
+    let mut versions = vec![0u64; KEYS];
+
+    std::thread::scope(|s| {
+        for r in 0..2u64 {
+            let (arena, handles, stop, wrong, reads) = (&arena, &handles, &stop, &wrong, &reads);
+            s.spawn(move || {
+                let mut rng = Rng(0xABCD + r);
+                while !stop.load(Ordering::Relaxed) {
+                    let key = (rng.next() % KEYS as u64) as usize;
+                    let bits = handles[key].load(Ordering::Acquire);
+                    if bits == NONE {
+                        continue;
+                    }
+                    // The handle may be removed meanwhile (None is fine);
+                    // what is read must be this key's record, intact.
+                    if let Some(ok) = arena.with(BlobHandle::from_bits(bits), |b| {
+                        decode(b).map(|(k, _)| k == key as u64)
+                    }) {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                        if ok != Some(true) {
+                            wrong.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let (arena, stop, compactions) = (&arena, &stop, &compactions);
+            s.spawn(move || {
+                let policy = CompactionPolicy::default()
+                    .with_max_live_ratio(0.7)
+                    .with_min_reclaim_bytes(0);
+                while !stop.load(Ordering::Relaxed) {
+                    arena.compact(&policy, &CancellationToken::new()).unwrap();
+                    compactions.fetch_add(1, Ordering::Relaxed);
+                    std::thread::yield_now();
+                }
+            });
+        }
+        // The writer is this thread.
+        let mut rng = Rng(7);
+        while Instant::now() < deadline {
+            for _ in 0..256 {
+                let key = (rng.next() % KEYS as u64) as usize;
+                let len = (rng.next() % 200) as usize;
+                let bits = handles[key].load(Ordering::Relaxed);
+                match (bits == NONE, rng.next() % 3) {
+                    (true, _) => {
+                        versions[key] += 1;
+                        let h = arena
+                            .insert(&encode(key as u64, versions[key], len))
+                            .unwrap();
+                        handles[key].store(h.to_bits(), Ordering::Release);
+                    }
+                    (false, 0) => {
+                        handles[key].store(NONE, Ordering::Release);
+                        assert!(arena.remove(BlobHandle::from_bits(bits)));
+                    }
+                    (false, _) => {
+                        versions[key] += 1;
+                        assert!(
+                            arena
+                                .replace(
+                                    BlobHandle::from_bits(bits),
+                                    &encode(key as u64, versions[key], len)
+                                )
+                                .unwrap()
+                        );
+                    }
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+
+    assert_eq!(wrong.load(Ordering::Relaxed), 0, "wrong reads");
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    assert!(compactions.load(Ordering::Relaxed) > 0);
+    let mut live = 0;
+    for (key, h) in handles.iter().enumerate() {
+        let bits = h.load(Ordering::Relaxed);
+        if bits == NONE {
+            continue;
+        }
+        live += 1;
+        let got = arena.with(BlobHandle::from_bits(bits), decode).flatten();
+        assert_eq!(got, Some((key as u64, versions[key])), "key {key}");
+    }
+    assert_eq!(arena.len(), live, "no duplicated or lost records");
+    assert!(
+        arena.stats().slabs_compacted_total > 0,
+        "{:?}",
+        arena.stats()
+    );
+}

@@ -1,0 +1,43 @@
+# ebb recipes. `just --list` shows them. Install just with `pip install rust-just`.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# The whole test suite (what CI runs).
+test:
+    cargo test --workspace
+
+# Format check and clippy, warnings denied.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Criterion benches (several minutes) and the peers figures.
+bench:
+    cargo bench -p ebb-bench --bench slab_alloc
+    cargo run --release -p ebb-bench --bin peers -- release --json
+    cargo run --release -p ebb-bench --bin peers -- release --json --thp
+
+# The slab release figure alone (1 GiB).
+release *ARGS:
+    cargo run --release -p ebb-bench --bin peers -- release --json {{ARGS}}
+
+# Miri over the heap-backed slabs (nightly + miri component).
+miri:
+    rustup component add --toolchain nightly miri rust-src
+    MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test -p ebb-core -p ebb-slab -p ebb-arena
+
+# AddressSanitizer (and LeakSanitizer) over the real mmap path.
+asan:
+    RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" \
+        cargo test --target x86_64-unknown-linux-gnu -p ebb-core -p ebb-slab -p ebb-arena --tests
+
+# valgrind memcheck over the slab tests.
+valgrind:
+    cargo test -p ebb-slab --tests --no-run
+    for t in target/debug/deps/arena-* target/debug/deps/model-*; do \
+        [ -x "$t" ] && valgrind --error-exitcode=1 --leak-check=full -q "$t" --test-threads=1; \
+    done
+
+# loom models of the lock-free cores.
+loom:
+    RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p ebb-slab --test loom
