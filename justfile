@@ -16,15 +16,27 @@ bench:
     cargo bench -p ebb-bench --bench slab_alloc
     cargo run --release -p ebb-bench --bin peers -- release --json
     cargo run --release -p ebb-bench --bin peers -- release --json --thp
+    cargo run --release -p ebb-bench --bin peers -- fragmentation --json
+
+# Full-scale arena tests (1 GiB compaction and cancellation, 60 s stress).
+test-full:
+    EBB_ARENA_BYTES=1073741824 EBB_ARENA_STRESS_SECS=60 cargo test --release -p ebb-arena
+
+# The fragmentation scenario on glibc, jemalloc, mimalloc and ebb (2 GiB).
+fragmentation *ARGS:
+    cargo run --release -p ebb-bench --bin peers -- fragmentation --json {{ARGS}}
 
 # The slab release figure alone (1 GiB).
 release *ARGS:
     cargo run --release -p ebb-bench --bin peers -- release --json {{ARGS}}
 
-# Miri over the heap-backed slabs (nightly + miri component).
+# Miri over the heap-backed slabs (nightly + miri component). ebb-arena runs
+# under Tree Borrows: crossbeam-epoch is known not to pass Stacked Borrows
+# (crossbeam-rs/crossbeam#545) and crossbeam checks itself the same way.
 miri:
     rustup component add --toolchain nightly miri rust-src
-    MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test -p ebb-core -p ebb-slab -p ebb-arena
+    MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test -p ebb-core -p ebb-slab
+    MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-tree-borrows" cargo +nightly miri test -p ebb-arena
 
 # AddressSanitizer (and LeakSanitizer) over the real mmap path.
 asan:

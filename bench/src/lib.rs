@@ -5,6 +5,7 @@
 //! allocators in one run) see the same records in the same order.
 
 pub mod args;
+pub mod fragmentation;
 pub mod scenario;
 
 /// xorshift64*: a tiny seeded generator (no dependency, same stream on

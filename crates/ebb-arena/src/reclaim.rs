@@ -40,6 +40,12 @@ impl ReadyQueue {
         self.len.fetch_add(1, Ordering::Release);
     }
 
+    fn push_all(&self, batch: Vec<(u64, usize)>) {
+        let n = batch.len();
+        self.items.lock().extend(batch);
+        self.len.fetch_add(n, Ordering::Release);
+    }
+
     /// Takes everything queued (cheap check first).
     pub fn take(&self) -> Vec<(u64, usize)> {
         if self.len.load(Ordering::Acquire) == 0 {
@@ -97,11 +103,21 @@ impl Reclaimer {
         guard.defer(move || ready.push(place, bytes));
     }
 
+    /// As [`retire`](Self::retire) for many places at once: one deferred
+    /// function for the batch (compaction retires a slab's worth at a time).
+    pub fn retire_batch(&self, guard: &Guard, batch: Vec<(u64, usize)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let ready = Arc::clone(&self.ready);
+        guard.defer(move || ready.push_all(batch));
+    }
+
     /// Pushes this thread's deferred frees to the collector and tries to
     /// advance the epoch a few times, so frees whose readers are gone
     /// become ready now rather than after many more pins.
-    pub fn flush(&self) {
-        for _ in 0..8 {
+    pub fn flush(&self, rounds: usize) {
+        for _ in 0..rounds {
             let guard = self.pin();
             guard.flush();
         }

@@ -31,7 +31,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -355,6 +355,9 @@ pub struct SlabArena {
     large_threshold: usize,
     max_retained_slabs: usize,
     max_warm_slabs: usize,
+    /// Extra warm slabs allowed while a compaction runs, so the slabs it
+    /// empties become its next targets without a release and a refault.
+    extra_warm_slabs: AtomicUsize,
     release_mode: ReleaseMode,
     huge_pages: HugePages,
     page: usize,
@@ -412,6 +415,7 @@ impl SlabArena {
             large_threshold: slab_bytes / 2,
             max_retained_slabs: config.max_retained_slabs,
             max_warm_slabs: config.max_warm_slabs,
+            extra_warm_slabs: AtomicUsize::new(0),
             release_mode: config.release_mode,
             huge_pages: config.huge_pages,
             page,
@@ -650,7 +654,26 @@ impl SlabArena {
     /// Releases every warm slab (empty slabs kept resident for reuse) to the
     /// OS; returns the bytes released. For a pressure controller.
     pub fn release_warm_slabs(&self) -> u64 {
-        let warm = std::mem::take(&mut self.pool.lock().warm);
+        self.release_warm_beyond(0)
+    }
+
+    /// Lets up to `slabs` more empty slabs stay warm (beyond
+    /// `max_warm_slabs`) until it is set back to 0. A compaction raises it
+    /// while it runs: the slabs it empties are then its next targets, with
+    /// no release, page fault or zeroing in between. Setting it lower
+    /// releases the excess at once.
+    pub fn set_extra_warm_slabs(&self, slabs: usize) {
+        self.extra_warm_slabs.store(slabs, Ordering::Relaxed);
+        self.release_warm_beyond(self.max_warm_slabs + slabs);
+    }
+
+    /// Releases warm slabs until at most `keep` remain; returns the bytes.
+    fn release_warm_beyond(&self, keep: usize) -> u64 {
+        let warm = {
+            let mut pool = self.pool.lock();
+            let keep = keep.min(pool.warm.len());
+            pool.warm.split_off(keep)
+        };
         let mut bytes = 0;
         for id in warm {
             let entry = self.entry(id);
@@ -820,9 +843,10 @@ impl SlabArena {
     /// back to the OS. Called by exactly one thread per emptying
     /// (invariant 3 of `live`).
     fn release(&self, id: u32, entry: &SlabEntry) {
-        if self.max_warm_slabs > 0 {
+        let max_warm = self.max_warm_slabs + self.extra_warm_slabs.load(Ordering::Relaxed);
+        if max_warm > 0 {
             let mut pool = self.pool.lock();
-            if pool.warm.len() < self.max_warm_slabs {
+            if pool.warm.len() < max_warm {
                 entry.state.store(STATE_WARM, Ordering::Release);
                 pool.warm.push(id);
                 return;
