@@ -52,4 +52,4 @@ valgrind:
 
 # loom models of the lock-free cores.
 loom:
-    RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p ebb-slab --test loom
+    RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p ebb-slab -p ebb-arena --test loom

@@ -20,3 +20,9 @@ pub use typed::{Ref, TypedArena};
 pub use ebb_slab::SlabConfig;
 /// The cancellation token compaction takes.
 pub use tokio_util::sync::CancellationToken;
+
+#[doc(hidden)]
+pub mod __private {
+    //! The slot protocol, exposed for the loom model only; not API.
+    pub use crate::slots::{NO_PLACE, Slot};
+}

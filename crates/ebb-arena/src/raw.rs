@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compact::{CompactionPolicy, CompactionReport};
 use crate::error::{CompactionError, Error, Result};
 use crate::reclaim::Reclaimer;
-use crate::slots::{MAX_SLOTS, NO_PLACE, SlotTable, pack, unpack};
+use crate::slots::{MAX_SLOTS, SlotTable, pack, unpack};
 
 /// How a record's length is known.
 #[derive(Clone, Copy, Debug)]
@@ -218,10 +218,7 @@ impl RawArena {
             return Err(Error::TooManyRecords { max: MAX_SLOTS });
         };
         let slot = self.slots.get(index).expect("claimed index has a slot");
-        slot.place.store(self.place_of(&raw), Ordering::Relaxed);
-        // Vacant generations are even (slots invariant 2): publish odd.
-        let generation = slot.generation.load(Ordering::Relaxed).wrapping_add(1);
-        slot.generation.store(generation, Ordering::Release);
+        let generation = slot.publish(self.place_of(&raw));
         self.len.fetch_add(1, Ordering::Relaxed);
         self.drain_ready();
         Ok((index, generation))
@@ -233,39 +230,18 @@ impl RawArena {
         let slot = self.slots.get(index)?;
         // Pin before loading the place, so it cannot be freed under us.
         let guard = self.reclaim.pin();
-        if slot.generation.load(Ordering::Acquire) != generation {
-            return None;
-        }
-        let place = slot.place.load(Ordering::Acquire);
-        // The place loaded belongs to `generation` only if the slot still
-        // has it after the load (seqlock-style re-check).
-        if place == NO_PLACE || slot.generation.load(Ordering::Acquire) != generation {
-            return None;
-        }
+        let place = slot.read(generation)?;
         Some((guard, self.ptr_of(place)))
     }
 
     pub fn remove(&self, index: u32, generation: u32) -> bool {
-        if generation & 1 == 0 {
-            return false;
-        }
         let Some(slot) = self.slots.get(index) else {
             return false;
         };
         let guard = self.reclaim.pin();
-        if slot
-            .generation
-            .compare_exchange(
-                generation,
-                generation.wrapping_add(1),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
+        let Some(place) = slot.remove(generation) else {
             return false;
-        }
-        let place = slot.place.swap(NO_PLACE, Ordering::AcqRel);
+        };
         // SAFETY: `place` was this slot's live record and we are pinned, so
         // it is not freed yet (invariant 2).
         let bytes = unsafe { self.format.record_len(self.ptr_of(place).as_ptr()) };
@@ -301,26 +277,21 @@ impl RawArena {
         let raw = alloc.into_raw();
         let new_place = self.place_of(&raw);
         let guard = self.reclaim.pin();
-        loop {
-            let current = slot.place.load(Ordering::Acquire);
-            if slot.generation.load(Ordering::Acquire) != generation || current == NO_PLACE {
+        match slot.replace(generation, new_place) {
+            Some(old) => {
+                // SAFETY: `old` was the slot's record and we are pinned.
+                let bytes = unsafe { self.format.record_len(self.ptr_of(old).as_ptr()) };
+                self.reclaim.retire(&guard, old, bytes);
+                drop(guard);
+                self.drain_ready();
+                Ok(true)
+            }
+            None => {
                 drop(guard);
                 // Never published: free at once.
                 // SAFETY: `raw` is this arena's allocation, rebuilt once.
                 let _ = self.slab.free(unsafe { self.slab.from_raw(raw) });
-                return Ok(false);
-            }
-            if slot
-                .place
-                .compare_exchange(current, new_place, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                // SAFETY: `current` was the slot's record and we are pinned.
-                let bytes = unsafe { self.format.record_len(self.ptr_of(current).as_ptr()) };
-                self.reclaim.retire(&guard, current, bytes);
-                drop(guard);
-                self.drain_ready();
-                return Ok(true);
+                Ok(false)
             }
         }
     }
@@ -394,13 +365,9 @@ impl RawArena {
             let Some(slot) = self.slots.get(index) else {
                 continue;
             };
-            if slot.generation.load(Ordering::Acquire) & 1 == 0 {
+            let Some(place) = slot.occupied_place() else {
                 continue;
-            }
-            let place = slot.place.load(Ordering::Acquire);
-            if place == NO_PLACE {
-                continue;
-            }
+            };
             if let Some(&pos) = wanted.get(unpack(place).0 as usize)
                 && pos > 0
             {
@@ -493,7 +460,7 @@ impl RawArena {
         let Some(slot) = self.slots.get(index) else {
             return Ok(None);
         };
-        if slot.place.load(Ordering::Acquire) != place {
+        if slot.current_place() != place {
             return Ok(None); // removed or replaced since the scan
         }
         let src = self.ptr_of(place);
@@ -521,11 +488,7 @@ impl RawArena {
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), alloc.as_ptr(), len) };
         let raw = alloc.into_raw();
         let new_place = self.place_of(&raw);
-        if slot
-            .place
-            .compare_exchange(place, new_place, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if slot.move_place(place, new_place) {
             report.records_moved += 1;
             report.bytes_moved += len as u64;
             Ok(Some((place, len)))

@@ -17,8 +17,9 @@
 //!    place has been taken.
 
 use std::alloc::Layout;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::AtomicPtr;
 
+use ebb_core::sync::{AtomicU32, AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 const CHUNK_BITS: u32 = 16;
@@ -29,11 +30,116 @@ const CHUNKS: usize = 1 << 12;
 pub(crate) const MAX_SLOTS: usize = CHUNK_LEN * CHUNKS;
 
 /// `place` of a vacant slot.
-pub(crate) const NO_PLACE: u64 = u64::MAX;
+#[doc(hidden)]
+pub const NO_PLACE: u64 = u64::MAX;
 
-pub(crate) struct Slot {
-    pub generation: AtomicU32,
-    pub place: AtomicU64,
+/// One handle slot. The methods below are the whole slot protocol: the
+/// arena and the loom model (`tests/loom.rs`) both use them.
+#[doc(hidden)]
+pub struct Slot {
+    generation: AtomicU32,
+    place: AtomicU64,
+}
+
+impl Slot {
+    /// A vacant slot (generation 0). Under loom only; the table makes its
+    /// slots zeroed.
+    pub fn new() -> Slot {
+        Slot {
+            generation: AtomicU32::new(0),
+            place: AtomicU64::new(NO_PLACE),
+        }
+    }
+
+    /// Publishes `place` in a vacant slot the caller claimed; returns the
+    /// (odd) generation of the new record (invariant 2).
+    pub fn publish(&self, place: u64) -> u32 {
+        // Release, not Relaxed: a reader holding a stale handle that loads
+        // this place must then see the generation move on (the remove that
+        // vacated the slot happens-before this store), or its re-check in
+        // `read` could pass and hand it another record. Found by the loom
+        // model `stale_handle_never_reads_a_reused_slot`.
+        self.place.store(place, Ordering::Release);
+        let generation = self.generation.load(Ordering::Relaxed).wrapping_add(1);
+        self.generation.store(generation, Ordering::Release);
+        generation
+    }
+
+    /// The place of the record of `generation`, if it is still current.
+    /// The caller must be pinned before calling, so the place stays valid.
+    #[inline]
+    pub fn read(&self, generation: u32) -> Option<u64> {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return None;
+        }
+        let place = self.place.load(Ordering::Acquire);
+        // The place belongs to `generation` only if the slot still has it
+        // after the load (seqlock-style re-check).
+        (place != NO_PLACE && self.generation.load(Ordering::Acquire) == generation)
+            .then_some(place)
+    }
+
+    /// Removes the record of `generation`: exactly one caller wins the
+    /// generation CAS and gets the place to retire.
+    pub fn remove(&self, generation: u32) -> Option<u64> {
+        if generation & 1 == 0 {
+            return None;
+        }
+        self.generation
+            .compare_exchange(
+                generation,
+                generation.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        Some(self.place.swap(NO_PLACE, Ordering::AcqRel))
+    }
+
+    /// Repoints the record of `generation` to `new`; returns the old place
+    /// to retire, or `None` if the record is gone (then `new` was never
+    /// visible).
+    pub fn replace(&self, generation: u32, new: u64) -> Option<u64> {
+        if generation & 1 == 0 {
+            return None;
+        }
+        loop {
+            let current = self.place.load(Ordering::Acquire);
+            if self.generation.load(Ordering::Acquire) != generation || current == NO_PLACE {
+                return None;
+            }
+            if self
+                .place
+                .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Some(current);
+            }
+        }
+    }
+
+    /// Compaction's step: repoints the slot from `old` to `new` if it still
+    /// holds `old`. True if it did (retire `old`); false if a remove or
+    /// replace got there first (free `new`, which nobody saw).
+    pub fn move_place(&self, old: u64, new: u64) -> bool {
+        self.place
+            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The current place if the slot is occupied (for compaction's scan).
+    pub fn occupied_place(&self) -> Option<u64> {
+        if self.generation.load(Ordering::Acquire) & 1 == 0 {
+            return None;
+        }
+        let place = self.place.load(Ordering::Acquire);
+        (place != NO_PLACE).then_some(place)
+    }
+
+    /// The current place, whatever the generation (compaction's re-check).
+    pub fn current_place(&self) -> u64 {
+        self.place.load(Ordering::Acquire)
+    }
 }
 
 pub(crate) struct SlotTable {
@@ -86,14 +192,14 @@ impl SlotTable {
             return None;
         }
         let slot = &self.chunks[index >> CHUNK_BITS];
-        if slot.load(Ordering::Acquire).is_null() {
+        if slot.load(std::sync::atomic::Ordering::Acquire).is_null() {
             // SAFETY: the layout has a non-zero size.
             let chunk = unsafe { std::alloc::alloc_zeroed(chunk_layout()) }.cast::<Slot>();
             if chunk.is_null() {
                 std::alloc::handle_alloc_error(chunk_layout());
             }
             // Zeroed atomics are valid slots: generation 0 (vacant).
-            slot.store(chunk, Ordering::Release);
+            slot.store(chunk, std::sync::atomic::Ordering::Release);
         }
         *next += 1;
         Some(index as u32)
@@ -113,7 +219,7 @@ impl SlotTable {
 impl Drop for SlotTable {
     fn drop(&mut self) {
         for chunk in self.chunks.iter() {
-            let p = chunk.load(Ordering::Acquire);
+            let p = chunk.load(std::sync::atomic::Ordering::Acquire);
             if !p.is_null() {
                 // SAFETY: by invariant 1 `p` came from `alloc_zeroed` with
                 // `chunk_layout()` and is freed only here; `&mut self` proves
