@@ -387,10 +387,19 @@ impl RawArena {
                 for (i, &(index, place)) in records.iter().enumerate() {
                     // The next records' first lines are DRAM misses: start
                     // them now so they overlap this record's copy.
+                    // Not validated: the record may be gone and its slab
+                    // unmapped since the scan, so no `ptr_of` (which insists
+                    // on a live place); a prefetch of a stale address is
+                    // harmless.
                     if let Some(&(_, ahead)) = records.get(i + PREFETCH_AHEAD) {
-                        let p = self.ptr_of(ahead).as_ptr();
-                        for line in 0..PREFETCH_LINES {
-                            prefetch(p.wrapping_add(line * 64));
+                        let (slab, offset) = unpack(ahead);
+                        if let Some(p) = self.slab.ptr_at(SlabAddr {
+                            slab: SlabId(slab),
+                            offset,
+                        }) {
+                            for line in 0..PREFETCH_LINES {
+                                prefetch(p.as_ptr().wrapping_add(line * 64));
+                            }
                         }
                     }
                     let moved = self.move_record(index, place, &mut target, &mut report);

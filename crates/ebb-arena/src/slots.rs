@@ -42,8 +42,12 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// A vacant slot (generation 0). Under loom only; the table makes its
-    /// slots zeroed.
+    /// A vacant slot (generation 0). For the loom model; the table makes
+    /// its slots zeroed.
+    #[expect(
+        clippy::new_without_default,
+        reason = "not API: exposed for the loom model only"
+    )]
     pub fn new() -> Slot {
         Slot {
             generation: AtomicU32::new(0),
