@@ -53,3 +53,10 @@ valgrind:
 # loom models of the lock-free cores.
 loom:
     RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p ebb-slab -p ebb-arena --test loom
+
+# Fuzz the arena's op sequences (nightly + cargo-fuzz; opt-in). New corpus
+# inputs land in crates/ebb-arena/fuzz/corpus/ops and are replayed by
+# `cargo test` (tests/fuzz_corpus.rs).
+fuzz SECS="60":
+    cargo install cargo-fuzz --locked
+    cd crates/ebb-arena && cargo +nightly fuzz run ops fuzz/corpus/ops -- -max_total_time={{SECS}}

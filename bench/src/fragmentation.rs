@@ -9,7 +9,8 @@
 //! - ebb: `BlobArena` insert/remove, then `compact`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ebb_arena::{BlobArena, BlobHandle, CancellationToken, CompactionPolicy, SlabConfig};
@@ -43,6 +44,12 @@ pub struct FragReport {
     pub bytes_moved: u64,
     /// Single-thread copy speed between two pre-faulted 256 MiB buffers.
     pub memcpy_gbps: f64,
+    /// ebb only: p99 of the time of a batch of 1000 `get`s, reader alone.
+    pub get_p99_us_idle: Option<f64>,
+    /// ebb only: the same while the compaction runs on another thread.
+    pub get_p99_us_compacting: Option<f64>,
+    /// ebb only: time from `cancel()` to the compaction returning.
+    pub cancel_ms: Option<f64>,
 }
 
 impl FragReport {
@@ -64,6 +71,9 @@ impl FragReport {
             "reclaim_secs": (self.reclaim_secs * 1e6).round() / 1e6,
             "bytes_moved": self.bytes_moved,
             "memcpy_gbps": (self.memcpy_gbps * 1000.0).round() / 1000.0,
+            "get_p99_us_idle": self.get_p99_us_idle,
+            "get_p99_us_compacting": self.get_p99_us_compacting,
+            "cancel_ms": self.cancel_ms,
         })
     }
 
@@ -86,6 +96,9 @@ impl FragReport {
             reclaim_secs: f("reclaim_secs")?,
             bytes_moved: u("bytes_moved")?,
             memcpy_gbps: f("memcpy_gbps")?,
+            get_p99_us_idle: v["get_p99_us_idle"].as_f64(),
+            get_p99_us_compacting: v["get_p99_us_compacting"].as_f64(),
+            cancel_ms: v["cancel_ms"].as_f64(),
         })
     }
 }
@@ -180,6 +193,9 @@ fn run_ebb(p: &Plan) -> Result<FragReport> {
     }
     arena.reclaim();
     r.rss_after_free = os::rss_bytes()?;
+    let kept: Vec<BlobHandle> = handles.iter().flatten().copied().collect();
+
+    // The compaction alone: throughput and the RSS it gives back.
     let t0 = Instant::now();
     let report = arena.compact(&CompactionPolicy::default(), &CancellationToken::new())?;
     r.reclaim_secs = t0.elapsed().as_secs_f64();
@@ -193,7 +209,81 @@ fn run_ebb(p: &Plan) -> Result<FragReport> {
             bail!("record lost by compaction");
         }
     }
+
+    // Readers: batches of 1000 gets, first alone, then beside a second
+    // compaction (half of the kept records removed, so slabs are sparse
+    // again).
+    let kept: Vec<BlobHandle> = kept.iter().skip(1).step_by(2).copied().collect();
+    for h in handles.iter().flatten().step_by(2) {
+        arena.remove(*h);
+    }
+    arena.reclaim();
+    let idle = get_batches(&arena, &kept, &AtomicBool::new(false), Some(2000));
+    let stop = AtomicBool::new(false);
+    let (second, busy) = std::thread::scope(|s| {
+        let reader = s.spawn(|| get_batches(&arena, &kept, &stop, None));
+        // Let the reader start first.
+        std::thread::sleep(Duration::from_millis(5));
+        let second = arena.compact(&CompactionPolicy::default(), &CancellationToken::new());
+        stop.store(true, Ordering::Relaxed);
+        (second, reader.join())
+    });
+    second?;
+    let busy = busy.map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    r.get_p99_us_idle = Some(p99_us(idle));
+    r.get_p99_us_compacting = Some(p99_us(busy));
+
+    // Cancellation: make the slabs sparse again, cancel mid-way, time it.
+    for h in kept.iter().step_by(2) {
+        arena.remove(*h);
+    }
+    arena.reclaim();
+    let token = CancellationToken::new();
+    let cancelled = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let r = arena.compact(&CompactionPolicy::default(), &token);
+            (r, Instant::now())
+        });
+        let started = arena.stats().slabs_compacted_total;
+        while arena.stats().slabs_compacted_total < started + 2 && !worker.is_finished() {
+            std::hint::spin_loop();
+        }
+        let at = Instant::now();
+        token.cancel();
+        let (result, returned) = worker.join().map_err(|_| anyhow::anyhow!("compactor panicked"))?;
+        anyhow::Ok(match result {
+            Err(ebb_arena::CompactionError::Cancelled { .. }) => Some(returned.saturating_duration_since(at)),
+            _ => None, // finished before the cancel landed
+        })
+    })?;
+    r.cancel_ms = cancelled.map(|d| d.as_secs_f64() * 1e3);
     Ok(r)
+}
+
+/// Times batches of 1000 `get`s of random kept records until `stop` (or
+/// `count` batches).
+fn get_batches(arena: &BlobArena, kept: &[BlobHandle], stop: &AtomicBool, count: Option<usize>) -> Vec<Duration> {
+    let mut rng = Rng::new(99);
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) && count.is_none_or(|c| out.len() < c) {
+        let t0 = Instant::now();
+        let mut sum = 0usize;
+        for _ in 0..1000 {
+            let h = kept[(rng.next_u64() % kept.len() as u64) as usize];
+            sum += arena.get(h).map_or(0, |b| b[0] as usize);
+        }
+        std::hint::black_box(sum);
+        out.push(t0.elapsed());
+    }
+    out
+}
+
+fn p99_us(mut v: Vec<Duration>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    v[(v.len() * 99 / 100).min(v.len() - 1)].as_secs_f64() * 1e6
 }
 
 /// Runs one allocator in this process (the child side).

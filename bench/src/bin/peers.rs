@@ -122,6 +122,16 @@ fn fragmentation(args: &Args) -> Result<()> {
             move_share
         );
     }
+    for r in &reports {
+        if let (Some(idle), Some(busy)) = (r.get_p99_us_idle, r.get_p99_us_compacting) {
+            eprintln!(
+                "  {}: p99 of 1000-get batches {idle:.1} us idle, {busy:.1} us during compaction ({:.2}x, goal <= 2x); cancel -> return {}",
+                r.allocator,
+                busy / idle,
+                r.cancel_ms.map_or("n/a (finished first)".into(), |ms| format!("{ms:.3} ms (goal <= 10 ms)"))
+            );
+        }
+    }
     let max: f64 = args.value("max-ebb-ratio", f64::INFINITY)?;
     if let Some(ebb) = reports.iter().find(|r| r.allocator == "ebb")
         && ebb.ratio() > max
