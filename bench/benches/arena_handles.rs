@@ -98,7 +98,10 @@ fn run<S: Store>(s: &S, threads: usize, iters: u64) -> Duration {
 
 /// Single-thread slotmap and slab without a lock, the way one thread uses them.
 #[inline(never)]
-fn plain_slotmap(m: &mut slotmap::SlotMap<slotmap::DefaultKey, Rec>, keys: &mut Vec<slotmap::DefaultKey>) {
+fn plain_slotmap(
+    m: &mut slotmap::SlotMap<slotmap::DefaultKey, Rec>,
+    keys: &mut Vec<slotmap::DefaultKey>,
+) {
     keys.clear();
     for i in 0..BATCH {
         keys.push(m.insert(black_box([i as u8; 64])));
@@ -128,9 +131,13 @@ fn handles(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(2));
         let id = |name: &str| BenchmarkId::new(name, format!("{threads}t"));
         let arena: TypedArena<Rec> = TypedArena::new(SlabConfig::default()).expect("arena");
-        g.bench_function(id("ebb_typed_arena"), |b| b.iter_custom(|n| run(&arena, threads, n)));
+        g.bench_function(id("ebb_typed_arena"), |b| {
+            b.iter_custom(|n| run(&arena, threads, n))
+        });
         let sharded = sharded_slab::Slab::new();
-        g.bench_function(id("sharded_slab"), |b| b.iter_custom(|n| run(&sharded, threads, n)));
+        g.bench_function(id("sharded_slab"), |b| {
+            b.iter_custom(|n| run(&sharded, threads, n))
+        });
         if threads == 1 {
             g.bench_function(id("slotmap"), |b| {
                 let mut m = slotmap::SlotMap::new();
@@ -144,9 +151,13 @@ fn handles(c: &mut Criterion) {
             });
         } else {
             let slotmap = Mutex::new(slotmap::SlotMap::new());
-            g.bench_function(id("slotmap_mutex"), |b| b.iter_custom(|n| run(&slotmap, threads, n)));
+            g.bench_function(id("slotmap_mutex"), |b| {
+                b.iter_custom(|n| run(&slotmap, threads, n))
+            });
             let slab = Mutex::new(slab::Slab::new());
-            g.bench_function(id("slab_mutex"), |b| b.iter_custom(|n| run(&slab, threads, n)));
+            g.bench_function(id("slab_mutex"), |b| {
+                b.iter_custom(|n| run(&slab, threads, n))
+            });
         }
         g.finish();
     }

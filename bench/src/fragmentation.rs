@@ -250,9 +250,13 @@ fn run_ebb(p: &Plan) -> Result<FragReport> {
         }
         let at = Instant::now();
         token.cancel();
-        let (result, returned) = worker.join().map_err(|_| anyhow::anyhow!("compactor panicked"))?;
+        let (result, returned) = worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("compactor panicked"))?;
         anyhow::Ok(match result {
-            Err(ebb_arena::CompactionError::Cancelled { .. }) => Some(returned.saturating_duration_since(at)),
+            Err(ebb_arena::CompactionError::Cancelled { .. }) => {
+                Some(returned.saturating_duration_since(at))
+            }
             _ => None, // finished before the cancel landed
         })
     })?;
@@ -262,7 +266,12 @@ fn run_ebb(p: &Plan) -> Result<FragReport> {
 
 /// Times batches of 1000 `get`s of random kept records until `stop` (or
 /// `count` batches).
-fn get_batches(arena: &BlobArena, kept: &[BlobHandle], stop: &AtomicBool, count: Option<usize>) -> Vec<Duration> {
+fn get_batches(
+    arena: &BlobArena,
+    kept: &[BlobHandle],
+    stop: &AtomicBool,
+    count: Option<usize>,
+) -> Vec<Duration> {
     let mut rng = Rng::new(99);
     let mut out = Vec::new();
     while !stop.load(Ordering::Relaxed) && count.is_none_or(|c| out.len() < c) {

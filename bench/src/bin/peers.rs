@@ -128,7 +128,10 @@ fn fragmentation(args: &Args) -> Result<()> {
                 "  {}: p99 of 1000-get batches {idle:.1} us idle, {busy:.1} us during compaction ({:.2}x, goal <= 2x); cancel -> return {}",
                 r.allocator,
                 busy / idle,
-                r.cancel_ms.map_or("n/a (finished first)".into(), |ms| format!("{ms:.3} ms (goal <= 10 ms)"))
+                r.cancel_ms
+                    .map_or("n/a (finished first)".into(), |ms| format!(
+                        "{ms:.3} ms (goal <= 10 ms)"
+                    ))
             );
         }
     }

@@ -4,12 +4,10 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use crossbeam_epoch::Guard;
-use tokio_util::sync::CancellationToken;
 
-use crate::compact::{CompactionPolicy, CompactionReport};
-use crate::error::{CompactionError, Error, Result};
+use crate::error::{Error, Result};
 use crate::handle::BlobHandle;
-use crate::raw::{ArenaStats, PREFIX, RawArena, RecordFormat};
+use crate::raw::{PREFIX, RawArena, RecordFormat};
 use ebb_slab::SlabConfig;
 
 /// Byte records (KV values, payloads) in slabs, addressed by 8-byte
@@ -149,51 +147,5 @@ impl BlobArena {
         }
     }
 
-    /// Live records.
-    pub fn len(&self) -> usize {
-        self.raw.len()
-    }
-
-    /// True if no record is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// A snapshot of the arena and its slabs.
-    pub fn stats(&self) -> ArenaStats {
-        self.raw.stats()
-    }
-
-    /// See [`TypedArena::needs_compaction`](crate::TypedArena::needs_compaction).
-    pub fn needs_compaction(&self, policy: &CompactionPolicy) -> bool {
-        self.raw.needs_compaction(policy)
-    }
-
-    /// See [`TypedArena::compact`](crate::TypedArena::compact).
-    ///
-    /// # Errors
-    ///
-    /// `Cancelled`, `OverBudget`, `Os`; each leaves the arena consistent.
-    pub fn compact(
-        &self,
-        policy: &CompactionPolicy,
-        token: &CancellationToken,
-    ) -> Result<CompactionReport, CompactionError> {
-        self.raw.compact(policy, token)
-    }
-
-    /// Bytes of this arena's slabs resident according to the kernel
-    /// (`mincore`). Slow: for tests and reports.
-    ///
-    /// # Errors
-    ///
-    /// If `mincore` fails.
-    pub fn kernel_resident_bytes(&self) -> Result<u64> {
-        self.raw.kernel_resident_bytes()
-    }
-
-    /// Frees retired places whose readers are gone.
-    pub fn reclaim(&self) {
-        self.raw.reclaim_now();
-    }
+    crate::raw::arena_maintenance!();
 }

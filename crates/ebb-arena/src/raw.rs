@@ -42,6 +42,70 @@ use crate::error::{CompactionError, Error, Result};
 use crate::reclaim::Reclaimer;
 use crate::slots::{MAX_SLOTS, SlotTable, pack, unpack};
 
+/// The maintenance methods shared by [`TypedArena`](crate::TypedArena) and
+/// [`BlobArena`](crate::BlobArena) (both wrap a `RawArena` named `raw`).
+macro_rules! arena_maintenance {
+    () => {
+        /// Live records.
+        pub fn len(&self) -> usize {
+            self.raw.len()
+        }
+
+        /// True if no record is live.
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+
+        /// A snapshot of the arena and its slabs.
+        pub fn stats(&self) -> $crate::ArenaStats {
+            self.raw.stats()
+        }
+
+        /// True if compacting under `policy` would reclaim at least
+        /// `policy.min_reclaim_bytes` (walks the slab table; no record is
+        /// touched).
+        pub fn needs_compaction(&self, policy: &$crate::CompactionPolicy) -> bool {
+            self.raw.needs_compaction(policy)
+        }
+
+        /// Moves the live records out of sealed slabs under
+        /// `policy.max_live_ratio`, so those slabs empty and go back to the
+        /// OS. Readers are never blocked; writers proceed concurrently.
+        ///
+        /// # Errors
+        ///
+        /// [`CompactionError::Cancelled`]($crate::CompactionError::Cancelled)
+        /// (checked before each slab: at most one slab is moved after the
+        /// cancel), `OverBudget`, `Os`; each leaves every record readable and
+        /// the stats exact.
+        pub fn compact(
+            &self,
+            policy: &$crate::CompactionPolicy,
+            token: &$crate::CancellationToken,
+        ) -> Result<$crate::CompactionReport, $crate::CompactionError> {
+            self.raw.compact(policy, token)
+        }
+
+        /// Bytes of this arena's slabs resident according to the kernel
+        /// (`mincore`). Slow: for tests and reports.
+        ///
+        /// # Errors
+        ///
+        /// If `mincore` fails.
+        pub fn kernel_resident_bytes(&self) -> $crate::Result<u64> {
+            self.raw.kernel_resident_bytes()
+        }
+
+        /// Frees retired places whose readers are gone (normally done by
+        /// writers and compaction as they go).
+        pub fn reclaim(&self) {
+            self.raw.reclaim_now();
+        }
+    };
+}
+
+pub(crate) use arena_maintenance;
+
 /// How a record's length is known.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum RecordFormat {

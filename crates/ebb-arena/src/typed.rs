@@ -4,12 +4,10 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use crossbeam_epoch::Guard;
-use tokio_util::sync::CancellationToken;
 
-use crate::compact::{CompactionPolicy, CompactionReport};
-use crate::error::{CompactionError, Result};
+use crate::error::Result;
 use crate::handle::Handle;
-use crate::raw::{ArenaStats, RawArena, RecordFormat};
+use crate::raw::{RawArena, RecordFormat};
 use ebb_slab::SlabConfig;
 
 /// Plain records of type `T` in slabs, addressed by 8-byte generational
@@ -146,57 +144,5 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
         }
     }
 
-    /// Live records.
-    pub fn len(&self) -> usize {
-        self.raw.len()
-    }
-
-    /// True if no record is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// A snapshot of the arena and its slabs.
-    pub fn stats(&self) -> ArenaStats {
-        self.raw.stats()
-    }
-
-    /// True if compacting under `policy` would reclaim at least
-    /// `policy.min_reclaim_bytes` (reads slab counters only).
-    pub fn needs_compaction(&self, policy: &CompactionPolicy) -> bool {
-        self.raw.needs_compaction(policy)
-    }
-
-    /// Moves the live records out of sealed slabs under
-    /// `policy.max_live_ratio`, so those slabs empty and go back to the OS.
-    /// Readers are never blocked; writers proceed concurrently.
-    ///
-    /// # Errors
-    ///
-    /// [`CompactionError::Cancelled`] (checked before each slab: at most one
-    /// slab is moved after the cancel), `OverBudget`, `Os`; each leaves every
-    /// record readable and the stats exact.
-    pub fn compact(
-        &self,
-        policy: &CompactionPolicy,
-        token: &CancellationToken,
-    ) -> Result<CompactionReport, CompactionError> {
-        self.raw.compact(policy, token)
-    }
-
-    /// Bytes of this arena's slabs resident according to the kernel
-    /// (`mincore`). Slow: for tests and reports.
-    ///
-    /// # Errors
-    ///
-    /// If `mincore` fails.
-    pub fn kernel_resident_bytes(&self) -> Result<u64> {
-        self.raw.kernel_resident_bytes()
-    }
-
-    /// Frees retired places whose readers are gone (normally done by
-    /// writers and compaction as they go).
-    pub fn reclaim(&self) {
-        self.raw.reclaim_now();
-    }
+    crate::raw::arena_maintenance!();
 }

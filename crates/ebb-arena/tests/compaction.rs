@@ -4,7 +4,6 @@
 
 #![cfg(not(miri))]
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ebb_arena::{
@@ -12,44 +11,13 @@ use ebb_arena::{
 };
 use ebb_core::os;
 use ebb_slab::HugePages;
+use ebb_testkit::{Rng, in_child};
 
 fn total_bytes() -> usize {
     std::env::var("EBB_ARENA_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256 << 20)
-}
-
-fn in_child(name: &str) -> bool {
-    if std::env::var("EBB_CHILD_TEST").as_deref() == Ok(name) {
-        return true;
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("EBB_CHILD_TEST", name)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child {name} failed:\n{text}");
-    assert!(
-        text.contains("1 passed"),
-        "child {name} ran nothing:\n{text}"
-    );
-    false
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 fn record(i: usize, len: usize) -> Vec<u8> {
@@ -59,18 +27,18 @@ fn record(i: usize, len: usize) -> Vec<u8> {
 /// Fills `total` bytes of 64..=4096 B records, removes 75 % at random;
 /// returns the kept (index, len, handle).
 fn fragmented(arena: &BlobArena, total: usize) -> Vec<(usize, usize, BlobHandle)> {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut all = Vec::new();
     let mut bytes = 0;
     while bytes < total {
-        let len = 64 + (rng.next() % 4033) as usize;
+        let len = 64 + rng.below(4033) as usize;
         let h = arena.insert(&record(all.len(), len)).unwrap();
         all.push((all.len(), len, h));
         bytes += len;
     }
     let mut kept = Vec::new();
     for r in all {
-        if rng.next().is_multiple_of(4) {
+        if rng.below(4) == 0 {
             kept.push(r);
         } else {
             assert!(arena.remove(r.2));

@@ -20,6 +20,8 @@ fn fuzz_corpus_replays_cleanly() {
 fn fixed_inputs_replay_cleanly() {
     common::ops::run(&[]);
     common::ops::run(&[0, 255, 3, 3, 0, 0, 6, 10, 0, 7, 0, 0]);
-    let long: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let long: Vec<u8> = (0..3000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     common::ops::run(&long);
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ebb_arena::{BlobArena, BlobHandle, CancellationToken, CompactionPolicy, SlabConfig};
+use ebb_testkit::Rng;
 
 const KEYS: usize = 4096;
 
@@ -16,16 +17,6 @@ fn secs() -> f64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if cfg!(miri) { 0.5 } else { 10.0 })
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 /// key (8) | version (8) | payload | checksum (8).
@@ -83,9 +74,9 @@ fn readers_writer_and_compactor_never_see_a_wrong_record() {
         for r in 0..2u64 {
             let (arena, handles, stop, wrong, reads) = (&arena, &handles, &stop, &wrong, &reads);
             s.spawn(move || {
-                let mut rng = Rng(0xABCD + r);
+                let mut rng = Rng::new(0xABCD + r);
                 while !stop.load(Ordering::Relaxed) {
-                    let key = (rng.next() % KEYS as u64) as usize;
+                    let key = (rng.next_u64() % KEYS as u64) as usize;
                     let bits = handles[key].load(Ordering::Acquire);
                     if bits == NONE {
                         continue;
@@ -117,13 +108,13 @@ fn readers_writer_and_compactor_never_see_a_wrong_record() {
             });
         }
         // The writer is this thread.
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         while Instant::now() < deadline {
             for _ in 0..256 {
-                let key = (rng.next() % KEYS as u64) as usize;
-                let len = (rng.next() % 200) as usize;
+                let key = (rng.next_u64() % KEYS as u64) as usize;
+                let len = (rng.next_u64() % 200) as usize;
                 let bits = handles[key].load(Ordering::Relaxed);
-                match (bits == NONE, rng.next() % 3) {
+                match (bits == NONE, rng.next_u64() % 3) {
                     (true, _) => {
                         versions[key] += 1;
                         let h = arena

@@ -8,50 +8,16 @@
 #![cfg(not(miri))]
 
 use std::alloc::Layout;
-use std::process::Command;
 
 use ebb_core::os;
 use ebb_slab::{HugePages, SlabAlloc, SlabArena, SlabConfig};
-
-/// In the parent: re-runs `name` alone in a child and asserts it passed;
-/// returns false. In the child: returns true, and the caller runs the body.
-fn in_child(name: &str) -> bool {
-    if std::env::var("EBB_CHILD_TEST").as_deref() == Ok(name) {
-        return true;
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("EBB_CHILD_TEST", name)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child {name} failed:\n{text}");
-    assert!(
-        text.contains("1 passed"),
-        "child {name} ran nothing:\n{text}"
-    );
-    false
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
+use ebb_testkit::{Rng, in_child};
 
 fn fill_mixed<'a>(arena: &'a SlabArena, total: usize, rng: &mut Rng) -> Vec<SlabAlloc<'a>> {
     let mut out = Vec::new();
     let mut bytes = 0;
     while bytes < total {
-        let size = 64 + (rng.next() % (4096 - 64 + 1)) as usize;
+        let size = 64 + (rng.below(4096 - 64 + 1)) as usize;
         let mut a = arena
             .alloc(Layout::from_size_align(size, 8).unwrap())
             .unwrap();
@@ -60,12 +26,6 @@ fn fill_mixed<'a>(arena: &'a SlabArena, total: usize, rng: &mut Rng) -> Vec<Slab
         out.push(a);
     }
     out
-}
-
-fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
-    for i in (1..v.len()).rev() {
-        v.swap(i, (rng.next() % (i as u64 + 1)) as usize);
-    }
 }
 
 fn assert_agrees(arena: &SlabArena, what: &str) {
@@ -88,7 +48,7 @@ fn resident_stats_agree_with_mincore() {
             .with_shards(2),
     )
     .unwrap();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut live = fill_mixed(&arena, 64 << 20, &mut rng);
     // A few dedicated mappings too.
     for _ in 0..3 {
@@ -99,7 +59,7 @@ fn resident_stats_agree_with_mincore() {
         live.push(a);
     }
     assert_agrees(&arena, "after fill");
-    shuffle(&mut live, &mut rng);
+    rng.shuffle(&mut live);
     let keep = live.len() / 4;
     for a in live.drain(keep..) {
         arena.free(a).unwrap();
@@ -120,9 +80,9 @@ fn rss_falls_inside_the_free_calls() {
     }
     const TOTAL: usize = 256 << 20;
     let arena = SlabArena::new(SlabConfig::default()).unwrap();
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let mut live = fill_mixed(&arena, TOTAL, &mut rng);
-    shuffle(&mut live, &mut rng);
+    rng.shuffle(&mut live);
     let rss_full = os::rss_bytes().unwrap();
     for a in live.drain(..) {
         arena.free(a).unwrap();

@@ -7,6 +7,7 @@ use std::alloc::Layout;
 use std::sync::mpsc;
 
 use ebb_slab::{RawSlabAlloc, SlabArena, SlabConfig};
+use ebb_testkit::Rng;
 
 fn ops_per_thread() -> usize {
     std::env::var("EBB_STRESS_OPS")
@@ -14,17 +15,6 @@ fn ops_per_thread() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if cfg!(miri) { 400 } else { 1_000_000 })
         / 4
-}
-
-/// xorshift64*: deterministic per thread, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 /// Fills with a pattern derived from `key` and returns nothing; `verify`
@@ -62,10 +52,10 @@ fn four_threads_alloc_and_free_with_checksums() {
             let arena = &arena;
             let bad = &bad;
             s.spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
+                let mut rng = Rng::new(t as u64 + 1);
                 let mut live = Vec::new();
                 for i in 0..n {
-                    let size = 1 + (rng.next() % if cfg!(miri) { 64 } else { 2048 }) as usize;
+                    let size = 1 + (rng.next_u64() % if cfg!(miri) { 64 } else { 2048 }) as usize;
                     let key = ((t as u64) << 40) | i as u64;
                     let mut a = arena
                         .alloc(Layout::from_size_align(size, 8).unwrap())
@@ -80,7 +70,8 @@ fn four_threads_alloc_and_free_with_checksums() {
                         live.push((a, key));
                     }
                     if live.len() > 256 {
-                        let (a, key) = live.swap_remove((rng.next() % live.len() as u64) as usize);
+                        let (a, key) =
+                            live.swap_remove((rng.next_u64() % live.len() as u64) as usize);
                         if !verify(a.as_slice(), key) {
                             bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }

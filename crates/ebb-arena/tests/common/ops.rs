@@ -12,8 +12,12 @@ use ebb_arena::{BlobArena, BlobHandle, CancellationToken, CompactionPolicy, Slab
 
 /// Decodes `data` into ops and checks each against the model.
 pub fn run(data: &[u8]) {
-    let arena = BlobArena::new(SlabConfig::default().with_slab_bytes(16 << 10).with_shards(1))
-        .expect("valid config");
+    let arena = BlobArena::new(
+        SlabConfig::default()
+            .with_slab_bytes(16 << 10)
+            .with_shards(1),
+    )
+    .expect("valid config");
     let mut model: HashMap<BlobHandle, Vec<u8>> = HashMap::new();
     let mut live: Vec<BlobHandle> = Vec::new();
     let mut dead: Vec<BlobHandle> = Vec::new();
@@ -23,7 +27,9 @@ pub fn run(data: &[u8]) {
         let arg2 = bytes.next().unwrap_or(0) as usize;
         match op % 8 {
             0..=2 => {
-                let value: Vec<u8> = (0..arg * 4 + arg2 % 4).map(|i| (i + op as usize) as u8).collect();
+                let value: Vec<u8> = (0..arg * 4 + arg2 % 4)
+                    .map(|i| (i + op as usize) as u8)
+                    .collect();
                 let h = arena.insert(&value).expect("insert");
                 assert!(!model.contains_key(&h), "handle reused while live");
                 model.insert(h, value);
@@ -38,7 +44,10 @@ pub fn run(data: &[u8]) {
             5 if !live.is_empty() => {
                 let h = live[arg % live.len()];
                 let value = vec![arg2 as u8; arg2];
-                assert!(arena.replace(h, &value).expect("replace"), "replace of a live handle failed");
+                assert!(
+                    arena.replace(h, &value).expect("replace"),
+                    "replace of a live handle failed"
+                );
                 model.insert(h, value);
             }
             6 => {
@@ -46,7 +55,9 @@ pub fn run(data: &[u8]) {
                 let policy = CompactionPolicy::default()
                     .with_max_live_ratio(ratio)
                     .with_min_reclaim_bytes(0);
-                arena.compact(&policy, &CancellationToken::new()).expect("compact");
+                arena
+                    .compact(&policy, &CancellationToken::new())
+                    .expect("compact");
             }
             7 if !dead.is_empty() => {
                 let h = dead[arg % dead.len()];
@@ -62,5 +73,9 @@ pub fn run(data: &[u8]) {
     }
     arena.reclaim();
     let expected: u64 = model.values().map(|v| 4 + v.len() as u64).sum();
-    assert_eq!(arena.stats().slab.live_bytes, expected, "live bytes diverged");
+    assert_eq!(
+        arena.stats().slab.live_bytes,
+        expected,
+        "live bytes diverged"
+    );
 }

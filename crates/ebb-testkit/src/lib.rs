@@ -1,0 +1,95 @@
+//! Test helpers shared by ebb's test suites (dev-dependency only).
+//!
+//! - [`Rng`]: a tiny seeded generator, identical on every machine, so a
+//!   failing seed reproduces.
+//! - [`in_child`]: runs one test in a process of its own, for tests that
+//!   read RSS (`cargo test` runs tests as threads of one process, and their
+//!   memory would mix).
+
+use std::process::Command;
+
+/// xorshift64*: deterministic, no dependency.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (0 is remapped, xorshift cannot start at 0).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below((hi - lo + 1) as u64) as usize
+    }
+
+    /// Shuffles `v` in place (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i as u64 + 1) as usize);
+        }
+    }
+}
+
+/// Runs the test `name` alone in a child process.
+///
+/// In the parent (no `EBB_CHILD_TEST` set to `name`): re-executes this test
+/// binary with `name --exact`, asserts the child passed exactly one test,
+/// and returns false, so the caller returns. In the child: returns true and
+/// the caller runs the body.
+///
+/// # Panics
+///
+/// In the parent, if the child fails or runs no test (this is a test
+/// helper: the panic is the test failure).
+pub fn in_child(name: &str) -> bool {
+    if std::env::var("EBB_CHILD_TEST").as_deref() == Ok(name) {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("EBB_CHILD_TEST", name)
+        .output()
+        .expect("spawn the test binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child {name} failed:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "child {name} ran nothing:\n{text}"
+    );
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_is_deterministic_and_shuffle_permutes() {
+        let (mut a, mut b) = (Rng::new(3), Rng::new(3));
+        assert!((0..100).all(|_| a.next_u64() == b.next_u64()));
+        let mut v: Vec<u32> = (0..50).collect();
+        a.shuffle(&mut v);
+        assert_ne!(v, (0..50).collect::<Vec<_>>());
+        v.sort_unstable();
+        assert_eq!(v, (0..50).collect::<Vec<_>>());
+    }
+}
