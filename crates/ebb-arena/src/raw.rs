@@ -258,7 +258,7 @@ impl RawArena {
 
     /// Frees the places whose readers are gone.
     pub fn drain_ready(&self) {
-        for (place, bytes) in self.reclaim.ready.take() {
+        while let Some((place, bytes)) = self.reclaim.ready.pop() {
             self.free_place(place, bytes);
         }
     }

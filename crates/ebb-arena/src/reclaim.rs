@@ -15,49 +15,55 @@
 //! thread meets a new arena.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use crossbeam_epoch::{Collector, Guard, LocalHandle};
-use parking_lot::Mutex;
+use crossbeam_queue::SegQueue;
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
+/// One thread's registration with one arena's collector. Field order is
+/// drop order: the handle goes first, while `_collector` still keeps the
+/// collector's global state alive. Otherwise, when the arena has dropped
+/// first, the handle's drop would free that state from inside one of its own
+/// `&self` methods (Miri's Tree Borrows flags exactly that).
+struct LocalEntry {
+    uid: u64,
+    alive: Weak<()>,
+    handle: LocalHandle,
+    _collector: Collector,
+}
+
 thread_local! {
-    static LOCALS: RefCell<Vec<(u64, Weak<()>, LocalHandle)>> = const { RefCell::new(Vec::new()) };
+    static LOCALS: RefCell<Vec<LocalEntry>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Places whose readers are gone, waiting to be freed: (place, bytes).
+/// Lock-free: deferred functions push from whichever thread collects.
 #[derive(Default)]
 pub(crate) struct ReadyQueue {
-    items: Mutex<Vec<(u64, usize)>>,
-    len: AtomicUsize,
+    items: SegQueue<(u64, usize)>,
 }
 
 impl ReadyQueue {
     fn push(&self, place: u64, bytes: usize) {
-        self.items.lock().push((place, bytes));
-        self.len.fetch_add(1, Ordering::Release);
+        self.items.push((place, bytes));
     }
 
     fn push_all(&self, batch: Vec<(u64, usize)>) {
-        let n = batch.len();
-        self.items.lock().extend(batch);
-        self.len.fetch_add(n, Ordering::Release);
+        for item in batch {
+            self.items.push(item);
+        }
     }
 
-    /// Takes everything queued (cheap check first).
-    pub fn take(&self) -> Vec<(u64, usize)> {
-        if self.len.load(Ordering::Acquire) == 0 {
-            return Vec::new();
-        }
-        let items = std::mem::take(&mut *self.items.lock());
-        self.len.fetch_sub(items.len(), Ordering::Release);
-        items
+    /// Pops one ready place.
+    pub fn pop(&self) -> Option<(u64, usize)> {
+        self.items.pop()
     }
 
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.items.len()
     }
 }
 
@@ -85,13 +91,18 @@ impl Reclaimer {
     pub fn pin(&self) -> Guard {
         LOCALS.with(|locals| {
             let mut locals = locals.borrow_mut();
-            if let Some((_, _, h)) = locals.iter().find(|(uid, _, _)| *uid == self.uid) {
-                return h.pin();
+            if let Some(e) = locals.iter().find(|e| e.uid == self.uid) {
+                return e.handle.pin();
             }
-            locals.retain(|(_, alive, _)| alive.strong_count() > 0);
+            locals.retain(|e| e.alive.strong_count() > 0);
             let handle = self.collector.register();
             let guard = handle.pin();
-            locals.push((self.uid, Arc::downgrade(&self.alive), handle));
+            locals.push(LocalEntry {
+                uid: self.uid,
+                alive: Arc::downgrade(&self.alive),
+                handle,
+                _collector: self.collector.clone(),
+            });
             guard
         })
     }

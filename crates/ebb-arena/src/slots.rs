@@ -29,6 +29,10 @@ const CHUNKS: usize = 1 << 12;
 /// Most records one arena can hold at once.
 pub(crate) const MAX_SLOTS: usize = CHUNK_LEN * CHUNKS;
 
+/// High half of the `place` of a slot on the free list (slab id
+/// `u32::MAX`, which no slab has).
+const FREE_LINK: u64 = 0xFFFF_FFFF_0000_0000;
+
 /// `place` of a vacant slot.
 #[doc(hidden)]
 pub const NO_PLACE: u64 = u64::MAX;
@@ -140,6 +144,19 @@ impl Slot {
         (place != NO_PLACE).then_some(place)
     }
 
+    /// Links a vacant slot into the free list: its `place` holds the next
+    /// free index + 1 under a slab id no slab has (`FREE_LINK`), so a reader
+    /// or scan that races with the vacancy never takes it for a record
+    /// (they re-check the generation, and the slab id is out of range).
+    fn set_free_next(&self, next_plus_one: u32) {
+        self.place.store(FREE_LINK | u64::from(next_plus_one), Ordering::Release);
+    }
+
+    fn free_next(&self) -> u32 {
+        let v = self.place.load(Ordering::Acquire);
+        if v & FREE_LINK == FREE_LINK { v as u32 } else { 0 }
+    }
+
     /// The current place, whatever the generation (compaction's re-check).
     pub fn current_place(&self) -> u64 {
         self.place.load(Ordering::Acquire)
@@ -150,8 +167,13 @@ pub(crate) struct SlotTable {
     chunks: Box<[AtomicPtr<Slot>]>,
     /// Serializes chunk allocation and `next`.
     grow: Mutex<u32>,
-    /// Vacant indices (invariant 3), reused LIFO.
-    free: Mutex<Vec<u32>>,
+    /// Head of the free list of vacant indices (invariant 3), a lock-free
+    /// LIFO threaded through the vacant slots' `place` fields: low 32 bits
+    /// are `index + 1` (0: empty), high 32 bits a tag bumped by every push
+    /// and pop so a stale head never wins a CAS (ABA).
+    free_head: std::sync::atomic::AtomicU64,
+    /// Indices ever claimed, readable without the lock (scans).
+    claimed: std::sync::atomic::AtomicU32,
 }
 
 fn chunk_layout() -> Layout {
@@ -165,7 +187,8 @@ impl SlotTable {
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
             grow: Mutex::new(0),
-            free: Mutex::new(Vec::new()),
+            free_head: std::sync::atomic::AtomicU64::new(0),
+            claimed: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -187,8 +210,19 @@ impl SlotTable {
 
     /// A vacant index to fill, or `None` when the table is full.
     pub fn claim(&self) -> Option<u32> {
-        if let Some(i) = self.free.lock().pop() {
-            return Some(i);
+        use std::sync::atomic::Ordering as O;
+        let mut head = self.free_head.load(O::Acquire);
+        while head as u32 != 0 {
+            let index = head as u32 - 1;
+            // A slot on the free list keeps its successor in `place`. If
+            // another thread pops it meanwhile, the tag has moved on and the
+            // CAS below fails; slots are never freed, so the read is safe.
+            let next = self.get(index)?.free_next();
+            let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(next);
+            match self.free_head.compare_exchange_weak(head, new, O::AcqRel, O::Acquire) {
+                Ok(_) => return Some(index),
+                Err(seen) => head = seen,
+            }
         }
         let mut next = self.grow.lock();
         let index = *next as usize;
@@ -196,27 +230,38 @@ impl SlotTable {
             return None;
         }
         let slot = &self.chunks[index >> CHUNK_BITS];
-        if slot.load(std::sync::atomic::Ordering::Acquire).is_null() {
+        if slot.load(O::Acquire).is_null() {
             // SAFETY: the layout has a non-zero size.
             let chunk = unsafe { std::alloc::alloc_zeroed(chunk_layout()) }.cast::<Slot>();
             if chunk.is_null() {
                 std::alloc::handle_alloc_error(chunk_layout());
             }
             // Zeroed atomics are valid slots: generation 0 (vacant).
-            slot.store(chunk, std::sync::atomic::Ordering::Release);
+            slot.store(chunk, O::Release);
         }
         *next += 1;
+        self.claimed.store(*next, O::Release);
         Some(index as u32)
     }
 
     /// Returns a vacant index whose place has been taken (invariant 3).
     pub fn release(&self, index: u32) {
-        self.free.lock().push(index);
+        use std::sync::atomic::Ordering as O;
+        let Some(slot) = self.get(index) else { return };
+        let mut head = self.free_head.load(O::Acquire);
+        loop {
+            slot.set_free_next(head as u32);
+            let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(index + 1);
+            match self.free_head.compare_exchange_weak(head, new, O::AcqRel, O::Acquire) {
+                Ok(_) => return,
+                Err(seen) => head = seen,
+            }
+        }
     }
 
     /// Number of indices ever claimed (an upper bound for scans).
     pub fn high_water(&self) -> u32 {
-        *self.grow.lock()
+        self.claimed.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
