@@ -29,10 +29,11 @@
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crossbeam_epoch::Guard;
+use crossbeam_utils::CachePadded;
 use ebb_slab::{RawSlabAlloc, SlabAddr, SlabArena, SlabConfig, SlabId, SlabStats, TargetSlab};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -115,6 +116,25 @@ pub(crate) enum RecordFormat {
     Prefixed,
 }
 
+/// Stripes of the live-record counter (a power of two).
+const LEN_STRIPES: usize = 16;
+
+/// The calling thread's stripe of the live-record counter.
+#[inline]
+fn len_stripe() -> usize {
+    use std::cell::Cell;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT.fetch_add(1, Ordering::Relaxed) & (LEN_STRIPES - 1));
+        }
+        s.get()
+    })
+}
+
 /// How many records ahead compaction prefetches.
 const PREFETCH_AHEAD: usize = 2;
 /// Cache lines of each such record prefetched.
@@ -189,7 +209,9 @@ pub(crate) struct RawArena {
     slots: SlotTable,
     reclaim: Reclaimer,
     format: RecordFormat,
-    len: AtomicUsize,
+    /// Live records, striped so writers on different threads do not share
+    /// one contended counter; `len()` sums the stripes.
+    len: Box<[CachePadded<AtomicI64>]>,
     compactions: AtomicU64,
     bytes_moved: AtomicU64,
     /// Slabs emptied by compactions since creation, counted as they go.
@@ -205,7 +227,9 @@ impl RawArena {
             slots: SlotTable::new(),
             reclaim: Reclaimer::new(),
             format,
-            len: AtomicUsize::new(0),
+            len: (0..LEN_STRIPES)
+                .map(|_| CachePadded::new(AtomicI64::new(0)))
+                .collect(),
             compactions: AtomicU64::new(0),
             bytes_moved: AtomicU64::new(0),
             slabs_compacted: AtomicU64::new(0),
@@ -214,7 +238,8 @@ impl RawArena {
     }
 
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        let sum: i64 = self.len.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        sum.max(0) as usize
     }
 
     #[inline]
@@ -283,7 +308,7 @@ impl RawArena {
         };
         let slot = self.slots.get(index).expect("claimed index has a slot");
         let generation = slot.publish(self.place_of(&raw));
-        self.len.fetch_add(1, Ordering::Relaxed);
+        self.len[len_stripe()].fetch_add(1, Ordering::Relaxed);
         self.drain_ready();
         Ok((index, generation))
     }
@@ -311,7 +336,7 @@ impl RawArena {
         let bytes = unsafe { self.format.record_len(self.ptr_of(place).as_ptr()) };
         self.reclaim.retire(&guard, place, bytes);
         self.slots.release(index);
-        self.len.fetch_sub(1, Ordering::Relaxed);
+        self.len[len_stripe()].fetch_sub(1, Ordering::Relaxed);
         drop(guard);
         self.drain_ready();
         true

@@ -149,12 +149,17 @@ impl Slot {
     /// or scan that races with the vacancy never takes it for a record
     /// (they re-check the generation, and the slab id is out of range).
     fn set_free_next(&self, next_plus_one: u32) {
-        self.place.store(FREE_LINK | u64::from(next_plus_one), Ordering::Release);
+        self.place
+            .store(FREE_LINK | u64::from(next_plus_one), Ordering::Release);
     }
 
     fn free_next(&self) -> u32 {
         let v = self.place.load(Ordering::Acquire);
-        if v & FREE_LINK == FREE_LINK { v as u32 } else { 0 }
+        if v & FREE_LINK == FREE_LINK {
+            v as u32
+        } else {
+            0
+        }
     }
 
     /// The current place, whatever the generation (compaction's re-check).
@@ -219,7 +224,10 @@ impl SlotTable {
             // CAS below fails; slots are never freed, so the read is safe.
             let next = self.get(index)?.free_next();
             let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(next);
-            match self.free_head.compare_exchange_weak(head, new, O::AcqRel, O::Acquire) {
+            match self
+                .free_head
+                .compare_exchange_weak(head, new, O::AcqRel, O::Acquire)
+            {
                 Ok(_) => return Some(index),
                 Err(seen) => head = seen,
             }
@@ -252,7 +260,10 @@ impl SlotTable {
         loop {
             slot.set_free_next(head as u32);
             let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(index + 1);
-            match self.free_head.compare_exchange_weak(head, new, O::AcqRel, O::Acquire) {
+            match self
+                .free_head
+                .compare_exchange_weak(head, new, O::AcqRel, O::Acquire)
+            {
                 Ok(_) => return,
                 Err(seen) => head = seen,
             }
