@@ -29,7 +29,8 @@
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use crossbeam_epoch::Guard;
@@ -41,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compact::{CompactionPolicy, CompactionReport};
 use crate::error::{CompactionError, Error, Result};
 use crate::reclaim::Reclaimer;
-use crate::slots::{MAX_SLOTS, SlotTable, pack, unpack};
+use crate::slots::{MAX_SLOTS, SlotTable, pack, thread_stripe, unpack};
 
 /// The maintenance methods shared by [`TypedArena`](crate::TypedArena) and
 /// [`BlobArena`](crate::BlobArena) (both wrap a `RawArena` named `raw`).
@@ -116,24 +117,17 @@ pub(crate) enum RecordFormat {
     Prefixed,
 }
 
-/// Stripes of the live-record counter (a power of two).
-const LEN_STRIPES: usize = 16;
+/// Retired places that wait before writers free them as a batch (the
+/// compactor and `reclaim` free any number). Bounds the lag between a
+/// remove and the free of its place at this many records per arena.
+const READY_BATCH: usize = 64;
 
-/// The calling thread's stripe of the live-record counter.
-#[inline]
-fn len_stripe() -> usize {
-    use std::cell::Cell;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    STRIPE.with(|s| {
-        if s.get() == usize::MAX {
-            s.set(NEXT.fetch_add(1, Ordering::Relaxed) & (LEN_STRIPES - 1));
-        }
-        s.get()
-    })
-}
+/// Fresh slot indices a thread takes at once.
+const SLOT_BLOCK: u32 = 32;
+
+/// Stripes of the live-record counter (matches the slot table's
+/// `thread_stripe`).
+const LEN_STRIPES: usize = 16;
 
 /// How many records ahead compaction prefetches.
 const PREFETCH_AHEAD: usize = 2;
@@ -206,7 +200,7 @@ pub struct ArenaStats {
 
 pub(crate) struct RawArena {
     slab: SlabArena,
-    slots: SlotTable,
+    slots: Arc<SlotTable>,
     reclaim: Reclaimer,
     format: RecordFormat,
     /// Live records, striped so writers on different threads do not share
@@ -218,14 +212,18 @@ pub(crate) struct RawArena {
     slabs_compacted: AtomicU64,
     /// Invariant 4.
     compacting: Mutex<()>,
+    /// The drainer's buffer, swapped with the ready queue's (no allocation
+    /// in steady state); its lock also makes draining single-threaded.
+    drain_scratch: Mutex<Vec<(u64, usize)>>,
 }
 
 impl RawArena {
     pub fn new(config: SlabConfig, format: RecordFormat) -> Result<RawArena> {
+        let slots = Arc::new(SlotTable::new());
         Ok(RawArena {
             slab: SlabArena::new(config)?,
-            slots: SlotTable::new(),
-            reclaim: Reclaimer::new(),
+            reclaim: Reclaimer::new(Arc::downgrade(&slots)),
+            slots,
             format,
             len: (0..LEN_STRIPES)
                 .map(|_| CachePadded::new(AtomicI64::new(0)))
@@ -234,6 +232,7 @@ impl RawArena {
             bytes_moved: AtomicU64::new(0),
             slabs_compacted: AtomicU64::new(0),
             compacting: Mutex::new(()),
+            drain_scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -282,8 +281,19 @@ impl RawArena {
     }
 
     /// Frees the places whose readers are gone.
-    pub fn drain_ready(&self) {
-        while let Some((place, bytes)) = self.reclaim.ready.pop() {
+    /// Frees the places whose readers are gone once at least
+    /// `READY_BATCH` are waiting (`force`: any number). One thread drains at
+    /// a time; others skip rather than wait.
+    pub fn drain_ready(&self, force: bool) {
+        let waiting = self.reclaim.ready.len();
+        if waiting == 0 || (!force && waiting < READY_BATCH) {
+            return;
+        }
+        let Some(mut batch) = self.drain_scratch.try_lock() else {
+            return;
+        };
+        self.reclaim.ready.swap_into(&mut batch);
+        for (place, bytes) in batch.drain(..) {
             self.free_place(place, bytes);
         }
     }
@@ -300,7 +310,7 @@ impl RawArena {
         let alloc = self.slab.alloc(self.layout(len)?)?;
         write(alloc.as_ptr());
         let raw = alloc.into_raw();
-        let Some(index) = self.slots.claim() else {
+        let Some(index) = self.claim_slot() else {
             // SAFETY: `raw` was just made from this arena's allocation and
             // is rebuilt once.
             let _ = self.slab.free(unsafe { self.slab.from_raw(raw) });
@@ -308,9 +318,24 @@ impl RawArena {
         };
         let slot = self.slots.get(index).expect("claimed index has a slot");
         let generation = slot.publish(self.place_of(&raw));
-        self.len[len_stripe()].fetch_add(1, Ordering::Relaxed);
-        self.drain_ready();
+        self.len[thread_stripe()].fetch_add(1, Ordering::Relaxed);
+        self.drain_ready(false);
         Ok((index, generation))
+    }
+
+    /// A vacant slot index: this thread's stash, the free lists, or a fresh
+    /// block (its first index, the rest stashed).
+    fn claim_slot(&self) -> Option<u32> {
+        if let Some(i) = self.reclaim.take_stashed_slot() {
+            return Some(i);
+        }
+        if let Some(i) = self.slots.claim_free() {
+            return Some(i);
+        }
+        let mut block = self.slots.grow_block(SLOT_BLOCK);
+        let first = block.next()?;
+        self.reclaim.stash_slots(block, &self.slots);
+        Some(first)
     }
 
     /// Pins and returns a pointer to the record, if the handle is current.
@@ -334,11 +359,11 @@ impl RawArena {
         // SAFETY: `place` was this slot's live record and we are pinned, so
         // it is not freed yet (invariant 2).
         let bytes = unsafe { self.format.record_len(self.ptr_of(place).as_ptr()) };
-        self.reclaim.retire(&guard, place, bytes);
-        self.slots.release(index);
-        self.len[len_stripe()].fetch_sub(1, Ordering::Relaxed);
+        self.reclaim
+            .retire(&guard, place, bytes, Some(index), &self.slots);
+        self.len[thread_stripe()].fetch_sub(1, Ordering::Relaxed);
         drop(guard);
-        self.drain_ready();
+        self.drain_ready(false);
         true
     }
 
@@ -370,9 +395,9 @@ impl RawArena {
             Some(old) => {
                 // SAFETY: `old` was the slot's record and we are pinned.
                 let bytes = unsafe { self.format.record_len(self.ptr_of(old).as_ptr()) };
-                self.reclaim.retire(&guard, old, bytes);
+                self.reclaim.retire(&guard, old, bytes, None, &self.slots);
                 drop(guard);
-                self.drain_ready();
+                self.drain_ready(false);
                 Ok(true)
             }
             None => {
@@ -425,7 +450,7 @@ impl RawArena {
         // Enough rounds for the epoch to advance past everything retired
         // (it needs two advances) even when another thread pins meanwhile.
         self.reclaim.flush(8);
-        self.drain_ready();
+        self.drain_ready(true);
     }
 
     pub fn compact(
@@ -508,7 +533,7 @@ impl RawArena {
                 // Let the emptied slab go back as soon as its readers leave
                 // (a few rounds; whatever lags is freed after the loop).
                 self.reclaim.flush(3);
-                self.drain_ready();
+                self.drain_ready(true);
             }
             Ok(())
         })();

@@ -15,11 +15,13 @@
 //! thread meets a new arena.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use crossbeam_epoch::{Collector, Guard, LocalHandle};
-use crossbeam_queue::SegQueue;
+use parking_lot::Mutex;
+
+use crate::slots::SlotTable;
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
@@ -31,39 +33,84 @@ static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 struct LocalEntry {
     uid: u64,
     alive: Weak<()>,
+    /// Places this thread retired, deferred together once `RETIRE_BATCH`
+    /// accumulate (one deferred function and one queue push per batch
+    /// instead of per record). Flushed by `Reclaimer::flush` and on drop.
+    retired: Vec<(u64, usize)>,
+    ready: Arc<ReadyQueue>,
+    /// Vacant slot indices this thread freed, reused by its next inserts
+    /// before the shared free list (which two busy threads would fight
+    /// over). At most `SLOT_STASH`; given back to the table on drop.
+    free_slots: Vec<u32>,
+    slots: Weak<SlotTable>,
     handle: LocalHandle,
     _collector: Collector,
 }
+
+impl LocalEntry {
+    fn defer_retired(&mut self, guard: &Guard) {
+        if self.retired.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.retired, Vec::with_capacity(RETIRE_BATCH));
+        let ready = Arc::clone(&self.ready);
+        guard.defer(move || ready.push_all(batch));
+    }
+}
+
+impl Drop for LocalEntry {
+    fn drop(&mut self) {
+        if let Some(slots) = self.slots.upgrade() {
+            for index in self.free_slots.drain(..) {
+                slots.release(index);
+            }
+        }
+        // A thread leaving (or pruning a dropped arena) hands its pending
+        // retirements to the collector like any other batch.
+        if !self.retired.is_empty() {
+            let guard = self.handle.pin();
+            self.defer_retired(&guard);
+        }
+    }
+}
+
+/// Retirements a thread gathers before deferring them as one batch: bounds
+/// how long a removed record's place waits, per thread and arena.
+const RETIRE_BATCH: usize = 32;
+
+/// Vacant slot indices a thread keeps for its own inserts.
+const SLOT_STASH: usize = 64;
 
 thread_local! {
     static LOCALS: RefCell<Vec<LocalEntry>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Places whose readers are gone, waiting to be freed: (place, bytes).
-/// Lock-free: deferred functions push from whichever thread collects.
+/// Deferred functions push from whichever thread collects; writers swap the
+/// whole batch out and free it (see `RawArena::drain_ready`).
 #[derive(Default)]
 pub(crate) struct ReadyQueue {
-    items: SegQueue<(u64, usize)>,
+    items: Mutex<Vec<(u64, usize)>>,
+    len: AtomicUsize,
 }
 
 impl ReadyQueue {
-    fn push(&self, place: u64, bytes: usize) {
-        self.items.push((place, bytes));
-    }
-
     fn push_all(&self, batch: Vec<(u64, usize)>) {
-        for item in batch {
-            self.items.push(item);
-        }
+        let n = batch.len();
+        self.items.lock().extend(batch);
+        self.len.fetch_add(n, Ordering::Release);
     }
 
-    /// Pops one ready place.
-    pub fn pop(&self) -> Option<(u64, usize)> {
-        self.items.pop()
+    /// Swaps the queued places into `out` (empty, keeping its capacity), so
+    /// neither side reallocates in steady state.
+    pub fn swap_into(&self, out: &mut Vec<(u64, usize)>) {
+        debug_assert!(out.is_empty());
+        std::mem::swap(&mut *self.items.lock(), out);
+        self.len.fetch_sub(out.len(), Ordering::Release);
     }
 
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.len.load(Ordering::Acquire)
     }
 }
 
@@ -74,44 +121,106 @@ pub(crate) struct Reclaimer {
     /// belong to a dropped arena and are pruned.
     alive: Arc<()>,
     pub ready: Arc<ReadyQueue>,
+    slots: Weak<SlotTable>,
 }
 
 impl Reclaimer {
-    pub fn new() -> Reclaimer {
+    pub fn new(slots: Weak<SlotTable>) -> Reclaimer {
         Reclaimer {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             collector: Collector::new(),
             alive: Arc::new(()),
             ready: Arc::new(ReadyQueue::default()),
+            slots,
         }
+    }
+
+    /// Runs `f` on this thread's entry for this arena, registering it with
+    /// the collector on first use.
+    #[inline]
+    fn with_local<R>(&self, f: impl FnOnce(&mut LocalEntry) -> R) -> R {
+        LOCALS.with(|locals| {
+            let mut locals = locals.borrow_mut();
+            if let Some(e) = locals.iter_mut().find(|e| e.uid == self.uid) {
+                return f(e);
+            }
+            locals.retain(|e| e.alive.strong_count() > 0);
+            locals.push(LocalEntry {
+                uid: self.uid,
+                alive: Arc::downgrade(&self.alive),
+                retired: Vec::with_capacity(RETIRE_BATCH),
+                ready: Arc::clone(&self.ready),
+                free_slots: Vec::with_capacity(SLOT_STASH),
+                slots: self.slots.clone(),
+                handle: self.collector.register(),
+                _collector: self.collector.clone(),
+            });
+            let last = locals.len() - 1;
+            f(&mut locals[last])
+        })
+    }
+
+    /// Adds fresh indices to this thread's stash (a block from
+    /// `SlotTable::grow_block`); what does not fit goes to the free lists.
+    pub fn stash_slots(&self, indices: impl Iterator<Item = u32>, slots: &SlotTable) {
+        let mut rest = self.with_local(|e| {
+            let mut rest = Vec::new();
+            for i in indices {
+                if e.free_slots.len() < SLOT_STASH {
+                    e.free_slots.push(i);
+                } else {
+                    rest.push(i);
+                }
+            }
+            rest
+        });
+        for i in rest.drain(..) {
+            slots.release(i);
+        }
+    }
+
+    /// A vacant slot index from this thread's stash, if it has one.
+    #[inline]
+    pub fn take_stashed_slot(&self) -> Option<u32> {
+        self.with_local(|e| e.free_slots.pop())
     }
 
     /// Pins this arena's epoch on the calling thread.
     #[inline]
     pub fn pin(&self) -> Guard {
-        LOCALS.with(|locals| {
-            let mut locals = locals.borrow_mut();
-            if let Some(e) = locals.iter().find(|e| e.uid == self.uid) {
-                return e.handle.pin();
-            }
-            locals.retain(|e| e.alive.strong_count() > 0);
-            let handle = self.collector.register();
-            let guard = handle.pin();
-            locals.push(LocalEntry {
-                uid: self.uid,
-                alive: Arc::downgrade(&self.alive),
-                handle,
-                _collector: self.collector.clone(),
-            });
-            guard
-        })
+        self.with_local(|e| e.handle.pin())
     }
 
     /// Defers queuing `place` for freeing until no reader pinned now can
     /// still see it.
-    pub fn retire(&self, guard: &Guard, place: u64, bytes: usize) {
-        let ready = Arc::clone(&self.ready);
-        guard.defer(move || ready.push(place, bytes));
+    /// Retires a removed record: its place is freed once no reader pinned
+    /// now can see it, and its vacant slot `index` is stashed for this
+    /// thread's next insert (or handed to `slots` when the stash is full).
+    /// `guard` is the caller's pin of this arena.
+    pub fn retire(
+        &self,
+        guard: &Guard,
+        place: u64,
+        bytes: usize,
+        index: Option<u32>,
+        slots: &SlotTable,
+    ) {
+        let overflow = self.with_local(|e| {
+            e.retired.push((place, bytes));
+            if e.retired.len() >= RETIRE_BATCH {
+                e.defer_retired(guard);
+            }
+            let index = index?;
+            if e.free_slots.len() < SLOT_STASH {
+                e.free_slots.push(index);
+                None
+            } else {
+                Some(index)
+            }
+        });
+        if let Some(index) = overflow {
+            slots.release(index);
+        }
     }
 
     /// As [`retire`](Self::retire) for many places at once: one deferred
@@ -128,6 +237,10 @@ impl Reclaimer {
     /// advance the epoch a few times, so frees whose readers are gone
     /// become ready now rather than after many more pins.
     pub fn flush(&self, rounds: usize) {
+        self.with_local(|e| {
+            let guard = e.handle.pin();
+            e.defer_retired(&guard);
+        });
         for _ in 0..rounds {
             let guard = self.pin();
             guard.flush();

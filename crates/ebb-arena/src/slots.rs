@@ -29,6 +29,27 @@ const CHUNKS: usize = 1 << 12;
 /// Most records one arena can hold at once.
 pub(crate) const MAX_SLOTS: usize = CHUNK_LEN * CHUNKS;
 
+/// Stripes of the free list (a power of two).
+const FREE_STRIPES: usize = 16;
+
+/// The calling thread's stripe (of the free list and of the live-record
+/// counter), assigned round-robin on first use.
+#[inline]
+pub(crate) fn thread_stripe() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering as O};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT.fetch_add(1, O::Relaxed) & (FREE_STRIPES - 1));
+        }
+        s.get()
+    })
+}
+
 /// High half of the `place` of a slot on the free list (slab id
 /// `u32::MAX`, which no slab has).
 const FREE_LINK: u64 = 0xFFFF_FFFF_0000_0000;
@@ -176,7 +197,9 @@ pub(crate) struct SlotTable {
     /// LIFO threaded through the vacant slots' `place` fields: low 32 bits
     /// are `index + 1` (0: empty), high 32 bits a tag bumped by every push
     /// and pop so a stale head never wins a CAS (ABA).
-    free_head: std::sync::atomic::AtomicU64,
+    /// Striped by thread (`thread_stripe`) so threads do not fight over one
+    /// head; a thread whose stripe is empty takes from the others.
+    free_heads: Box<[crossbeam_utils::CachePadded<std::sync::atomic::AtomicU64>]>,
     /// Indices ever claimed, readable without the lock (scans).
     claimed: std::sync::atomic::AtomicU32,
 }
@@ -192,7 +215,9 @@ impl SlotTable {
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
             grow: Mutex::new(0),
-            free_head: std::sync::atomic::AtomicU64::new(0),
+            free_heads: (0..FREE_STRIPES)
+                .map(|_| crossbeam_utils::CachePadded::new(std::sync::atomic::AtomicU64::new(0)))
+                .collect(),
             claimed: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -213,10 +238,17 @@ impl SlotTable {
         Some(unsafe { &*chunk.add(index & (CHUNK_LEN - 1)) })
     }
 
-    /// A vacant index to fill, or `None` when the table is full.
-    pub fn claim(&self) -> Option<u32> {
+    /// A vacant index from the free lists (this thread's stripe first),
+    /// or `None` when they are all empty.
+    pub fn claim_free(&self) -> Option<u32> {
+        let home = thread_stripe();
+        (0..FREE_STRIPES)
+            .find_map(|step| self.pop_free(&self.free_heads[(home + step) & (FREE_STRIPES - 1)]))
+    }
+
+    fn pop_free(&self, head_cell: &std::sync::atomic::AtomicU64) -> Option<u32> {
         use std::sync::atomic::Ordering as O;
-        let mut head = self.free_head.load(O::Acquire);
+        let mut head = head_cell.load(O::Acquire);
         while head as u32 != 0 {
             let index = head as u32 - 1;
             // A slot on the free list keeps its successor in `place`. If
@@ -224,46 +256,49 @@ impl SlotTable {
             // CAS below fails; slots are never freed, so the read is safe.
             let next = self.get(index)?.free_next();
             let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(next);
-            match self
-                .free_head
-                .compare_exchange_weak(head, new, O::AcqRel, O::Acquire)
-            {
+            match head_cell.compare_exchange_weak(head, new, O::AcqRel, O::Acquire) {
                 Ok(_) => return Some(index),
                 Err(seen) => head = seen,
             }
         }
+        None
+    }
+
+    /// Up to `n` never-used indices in one block (empty when the table is
+    /// full). Threads take fresh indices a block at a time so each thread's
+    /// slots share cache lines with its own, not with another writer's.
+    pub fn grow_block(&self, n: u32) -> std::ops::Range<u32> {
+        use std::sync::atomic::Ordering as O;
         let mut next = self.grow.lock();
-        let index = *next as usize;
-        if index >= MAX_SLOTS {
-            return None;
-        }
-        let slot = &self.chunks[index >> CHUNK_BITS];
-        if slot.load(O::Acquire).is_null() {
-            // SAFETY: the layout has a non-zero size.
-            let chunk = unsafe { std::alloc::alloc_zeroed(chunk_layout()) }.cast::<Slot>();
-            if chunk.is_null() {
-                std::alloc::handle_alloc_error(chunk_layout());
+        let start = *next;
+        let end = (u64::from(start) + u64::from(n)).min(MAX_SLOTS as u64) as u32;
+        for index in start..end {
+            let slot = &self.chunks[index as usize >> CHUNK_BITS];
+            if slot.load(O::Acquire).is_null() {
+                // SAFETY: the layout has a non-zero size.
+                let chunk = unsafe { std::alloc::alloc_zeroed(chunk_layout()) }.cast::<Slot>();
+                if chunk.is_null() {
+                    std::alloc::handle_alloc_error(chunk_layout());
+                }
+                // Zeroed atomics are valid slots: generation 0 (vacant).
+                slot.store(chunk, O::Release);
             }
-            // Zeroed atomics are valid slots: generation 0 (vacant).
-            slot.store(chunk, O::Release);
         }
-        *next += 1;
-        self.claimed.store(*next, O::Release);
-        Some(index as u32)
+        *next = end;
+        self.claimed.store(end, O::Release);
+        start..end
     }
 
     /// Returns a vacant index whose place has been taken (invariant 3).
     pub fn release(&self, index: u32) {
         use std::sync::atomic::Ordering as O;
         let Some(slot) = self.get(index) else { return };
-        let mut head = self.free_head.load(O::Acquire);
+        let head_cell = &self.free_heads[thread_stripe()];
+        let mut head = head_cell.load(O::Acquire);
         loop {
             slot.set_free_next(head as u32);
             let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(index + 1);
-            match self
-                .free_head
-                .compare_exchange_weak(head, new, O::AcqRel, O::Acquire)
-            {
+            match head_cell.compare_exchange_weak(head, new, O::AcqRel, O::Acquire) {
                 Ok(_) => return,
                 Err(seen) => head = seen,
             }
