@@ -217,3 +217,55 @@ fn compaction_below_min_reclaim_does_nothing() {
     let r = arena.compact(&policy, &CancellationToken::new()).unwrap();
     assert_eq!((r.slabs_compacted, r.records_moved), (0, 0));
 }
+
+#[test]
+fn over_budget_insert_and_compaction_fail_cleanly() {
+    use ebb_arena::CompactionError;
+    use ebb_core::MemoryBudget;
+    const SLAB: u64 = 16 << 10;
+    let budget = MemoryBudget::new(8 * SLAB);
+    let arena = BlobArena::new(
+        SlabConfig::default()
+            .with_slab_bytes(SLAB as usize)
+            .with_shards(1)
+            .with_max_retained_slabs(0)
+            .with_reservation(budget.reservation("arena:test")),
+    )
+    .unwrap();
+    let mut handles = Vec::new();
+    let err = loop {
+        match arena.insert(&[7u8; 500]) {
+            Ok(h) => handles.push(h),
+            Err(e) => break e,
+        }
+    };
+    let numbers = err.budget_exceeded().expect("a budget refusal");
+    assert_eq!(numbers.consumer, "arena:test");
+    assert_eq!(numbers.limit_bytes, 8 * SLAB);
+    assert_eq!(
+        arena.len(),
+        handles.len(),
+        "the refused insert stored nothing"
+    );
+    // Make every slab sparse; the budget is still full, so the compaction
+    // cannot get a target slab.
+    for (i, h) in handles.iter().enumerate() {
+        if i % 8 != 0 {
+            assert!(arena.remove(*h));
+        }
+    }
+    arena.reclaim();
+    let policy = CompactionPolicy::default().with_min_reclaim_bytes(0);
+    match arena.compact(&policy, &CancellationToken::new()) {
+        Err(CompactionError::OverBudget { source, report }) => {
+            assert_eq!(source.consumer, "arena:test");
+            assert_eq!(report.records_moved, 0);
+        }
+        other => panic!("expected OverBudget, got {other:?}"),
+    }
+    for (i, h) in handles.iter().enumerate() {
+        let expected = (i % 8 == 0).then(|| vec![7u8; 500]);
+        assert_eq!(arena.get_vec(*h), expected);
+    }
+    assert_eq!(arena.len(), handles.len().div_ceil(8));
+}

@@ -34,11 +34,6 @@ impl LiveCounter {
         LiveCounter(AtomicU64::new(ACTIVE_BIAS))
     }
 
-    /// A counter for a sealed allocation of `bytes` (a dedicated mapping).
-    pub fn new_sealed(bytes: u64) -> LiveCounter {
-        LiveCounter(AtomicU64::new(bytes))
-    }
-
     /// Makes the slab active again with nothing allocated. Only for a slab
     /// with no live allocation (a released slab being reused, or an active
     /// slab whose allocations are all freed): no free can race with it.
