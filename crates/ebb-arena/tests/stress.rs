@@ -54,6 +54,7 @@ fn decode(bytes: &[u8]) -> Option<(u64, u64)> {
 const NONE: u64 = u64::MAX;
 
 #[test]
+#[cfg_attr(miri, ignore = "time-based: runs as a real stress test only")]
 fn readers_writer_and_compactor_never_see_a_wrong_record() {
     let arena = BlobArena::new(
         SlabConfig::default()
