@@ -160,7 +160,10 @@ proptest! {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "thousands of records: the proptests cover this logic under Miri")]
+#[cfg_attr(
+    miri,
+    ignore = "thousands of records: the proptests cover this logic under Miri"
+)]
 fn compaction_moves_records_and_releases_sparse_slabs() {
     let arena = BlobArena::new(
         SlabConfig::default()
@@ -207,7 +210,10 @@ fn compaction_moves_records_and_releases_sparse_slabs() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "thousands of records: the proptests cover this logic under Miri")]
+#[cfg_attr(
+    miri,
+    ignore = "thousands of records: the proptests cover this logic under Miri"
+)]
 fn compaction_below_min_reclaim_does_nothing() {
     let arena: TypedArena<u64> = TypedArena::new(config()).unwrap();
     let hs: Vec<_> = (0..5000).map(|i| arena.insert(i).unwrap()).collect();
