@@ -26,3 +26,12 @@ pub mod __private {
     //! The slot protocol, exposed for the loom model only; not API.
     pub use crate::slots::{NO_PLACE, Slot};
 }
+
+// Both arenas are shared between threads by reference (the issue's
+// contract); keep it true at compile time.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TypedArena<[u8; 64]>>();
+    assert_send_sync::<BlobArena>();
+    assert_send_sync::<ebb_slab::SlabArena>();
+};
