@@ -475,19 +475,14 @@ impl RawArena {
             wanted[s.0 as usize] = i as u32 + 1;
         }
         let mut by_slab: Vec<Vec<(u32, u64)>> = vec![Vec::new(); slabs.len()];
-        for index in 0..self.slots.high_water() {
-            let Some(slot) = self.slots.get(index) else {
-                continue;
-            };
-            let Some(place) = slot.occupied_place() else {
-                continue;
-            };
-            if let Some(&pos) = wanted.get(unpack(place).0 as usize)
+        self.slots.for_each(|index, slot| {
+            if let Some(place) = slot.occupied_place()
+                && let Some(&pos) = wanted.get(unpack(place).0 as usize)
                 && pos > 0
             {
                 by_slab[pos as usize - 1].push((index, place));
             }
-        }
+        });
         let mut target: Option<TargetSlab<'_>> = None;
         // Slabs this pass empties stay warm and become its next targets.
         self.slab.set_extra_warm_slabs(COMPACTION_WARM_SLABS);

@@ -305,6 +305,27 @@ impl SlotTable {
         }
     }
 
+    /// Calls `f(index, slot)` for every index ever claimed, a chunk at a
+    /// time (one chunk lookup per 65536 slots, not per slot).
+    pub fn for_each(&self, mut f: impl FnMut(u32, &Slot)) {
+        let end = self.high_water() as usize;
+        let mut base = 0usize;
+        while base < end {
+            let chunk = self.chunks[base >> CHUNK_BITS].load(std::sync::atomic::Ordering::Acquire);
+            if !chunk.is_null() {
+                let n = (end - base).min(CHUNK_LEN);
+                // SAFETY: by invariant 1 a published chunk holds CHUNK_LEN
+                // initialized slots and lives as long as `&self`; `n` is at
+                // most CHUNK_LEN.
+                let slots = unsafe { std::slice::from_raw_parts(chunk.cast_const(), n) };
+                for (i, slot) in slots.iter().enumerate() {
+                    f((base + i) as u32, slot);
+                }
+            }
+            base += CHUNK_LEN;
+        }
+    }
+
     /// Number of indices ever claimed (an upper bound for scans).
     pub fn high_water(&self) -> u32 {
         self.claimed.load(std::sync::atomic::Ordering::Acquire)
