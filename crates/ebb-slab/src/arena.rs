@@ -263,9 +263,15 @@ impl Shard {
 
     #[inline]
     fn try_lock(&self) -> Option<ShardGuard<'_>> {
-        // Test before test-and-set: a taken lock costs no write.
-        (!self.locked.load(Ordering::Relaxed) && !self.locked.swap(true, Ordering::Acquire))
-            .then_some(ShardGuard { shard: self })
+        // Test before test-and-set: a taken lock costs no write. The guard is
+        // made only on success: a guard dropped after a failed attempt would
+        // unlock the owner's lock (Miri caught exactly that with an eager
+        // `then_some`).
+        if !self.locked.load(Ordering::Relaxed) && !self.locked.swap(true, Ordering::Acquire) {
+            Some(ShardGuard { shard: self })
+        } else {
+            None
+        }
     }
 
     #[cold]

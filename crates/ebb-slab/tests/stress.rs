@@ -125,3 +125,48 @@ fn four_threads_alloc_and_free_with_checksums() {
         "{end:?}"
     );
 }
+
+/// Two threads on one shard: every allocation goes through the same lock.
+/// Allocations must never overlap (each is filled with its owner's key and
+/// checked after the other thread had every chance to write over it).
+/// Regression test: a failed `try_lock` once unlocked the owner's lock.
+#[test]
+fn one_shard_two_threads_never_hand_out_the_same_bytes() {
+    let arena = SlabArena::new(
+        SlabConfig::default()
+            .with_slab_bytes(64 << 10)
+            .with_shards(1),
+    )
+    .unwrap();
+    let rounds = if cfg!(miri) { 200 } else { 200_000 };
+    let bad = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (arena, bad) = (&arena, &bad);
+            s.spawn(move || {
+                let mut live = Vec::new();
+                for i in 0..rounds {
+                    let key = (t << 32) | i;
+                    let mut a = arena
+                        .alloc(Layout::from_size_align(24, 8).unwrap())
+                        .unwrap();
+                    fill(a.as_mut_slice(), key);
+                    live.push((a, key));
+                    if live.len() == 32 {
+                        for (a, key) in live.drain(..) {
+                            if !verify(a.as_slice(), key) {
+                                bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            arena.free(a).unwrap();
+                        }
+                    }
+                }
+                for (a, _) in live {
+                    arena.free(a).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(bad.into_inner(), 0, "allocations overlapped");
+    assert_eq!(arena.stats().live_bytes, 0);
+}
