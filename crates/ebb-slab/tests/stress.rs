@@ -13,7 +13,7 @@ fn ops_per_thread() -> usize {
     std::env::var("EBB_STRESS_OPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if cfg!(miri) { 400 } else { 1_000_000 })
+        .unwrap_or(if cfg!(miri) { 2_000 } else { 1_000_000 })
         / 4
 }
 
