@@ -47,7 +47,7 @@ asan:
 valgrind:
     cargo test -p ebb-slab --tests --no-run
     for t in target/debug/deps/arena-* target/debug/deps/model-*; do \
-        [ -x "$t" ] && valgrind --error-exitcode=1 --leak-check=full -q "$t" --test-threads=1; \
+        [ -x "$t" ] && valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite -q "$t" --test-threads=1; \
     done
 
 # loom models of the lock-free cores.
