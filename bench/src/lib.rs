@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod fragmentation;
+pub mod pool;
 pub mod scenario;
 
 /// The seeded generator every bench and test shares.

@@ -5,20 +5,23 @@
 //! peers release [--json] [--bytes N] [--seed S] [--thp]
 //! peers fragmentation [--json] [--total-bytes N] [--keep-percent P] [--seed S]
 //!       [--allocators glibc,jemalloc,mimalloc,ebb] [--max-ebb-ratio R]
+//! peers pool [--json] [--sizes 1024,65536,...] [--threads 1,2] [--millis MS]
 //! ```
 
 use anyhow::{Result, bail};
 use ebb_bench::args::Args;
-use ebb_bench::{fragmentation, scenario};
+use ebb_bench::{fragmentation, pool, scenario};
 
 const USAGE: &str = "usage: peers release [--json] [--bytes N] [--seed S] [--thp]\n       \
-peers fragmentation [--json] [--total-bytes N] [--keep-percent P] [--seed S] [--allocators A,B] [--max-ebb-ratio R]";
+peers fragmentation [--json] [--total-bytes N] [--keep-percent P] [--seed S] [--allocators A,B] [--max-ebb-ratio R]\n       \
+peers pool [--json] [--sizes 1024,65536,1048576,16777216] [--threads 1,2] [--millis 150]";
 
 fn main() -> Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
     match args.scenario.as_deref() {
         Some("release") => release(&args),
         Some("fragmentation") => fragmentation(&args),
+        Some("pool") => pool_scenario(&args),
         Some(other) => bail!("unknown scenario {other:?}\n{USAGE}"),
         None => bail!("{USAGE}"),
     }
@@ -142,6 +145,111 @@ fn fragmentation(args: &Args) -> Result<()> {
         bail!(
             "ebb kept {:.3}x its live bytes resident, over the {max} limit",
             ebb.ratio()
+        );
+    }
+    Ok(())
+}
+
+fn list(args: &Args, name: &str, default: &str) -> Result<Vec<usize>> {
+    let raw: String = args.value(name, default.to_string())?;
+    raw.split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--{name} {v}: {e}"))
+        })
+        .collect()
+}
+
+fn pool_scenario(args: &Args) -> Result<()> {
+    let sizes = list(args, "sizes", "1024,65536,1048576,16777216")?;
+    let threads = list(args, "threads", "1,2")?;
+    let millis: u64 = args.value("millis", 150)?;
+    let cells = pool::run(&sizes, &threads, std::time::Duration::from_millis(millis));
+    if args.flag("json") {
+        for c in &cells {
+            println!("{}", c.to_json());
+        }
+    }
+    let find = |name: &str, zero: Option<bool>, size: usize, t: usize, fill: bool| {
+        cells
+            .iter()
+            .find(|c| {
+                c.implementation == name
+                    && c.zero_on_return == zero
+                    && c.size == size
+                    && c.threads == t
+                    && c.fill == fill
+            })
+            .map(|c| c.ns_per_op)
+    };
+    for fill in [false, true] {
+        eprintln!(
+            "pool: {} (ns per op per thread)",
+            if fill {
+                "get + write all bytes + drop"
+            } else {
+                "get + drop"
+            }
+        );
+        eprintln!(
+            "  {:>9} {:>3} {:>10} {:>10} {:>11} {:>12} {:>11} {:>11} {:>11}",
+            "size",
+            "thr",
+            "ebb",
+            "ebb_zero",
+            "vec_zeroed",
+            "vec_with_cap",
+            "array_queue",
+            "object-pool",
+            "lockfree-op"
+        );
+        for &size in &sizes {
+            for &t in &threads {
+                let g = |name, zero| find(name, zero, size, t, fill).unwrap_or(f64::NAN);
+                eprintln!(
+                    "  {:>9} {:>3} {:>10.1} {:>10.1} {:>11.1} {:>12.1} {:>11.1} {:>11.1} {:>11.1}",
+                    size,
+                    t,
+                    g("ebb", Some(false)),
+                    g("ebb", Some(true)),
+                    g("vec_zeroed", None),
+                    g("vec_with_capacity", None),
+                    g("array_queue", None),
+                    g("object-pool", None),
+                    g("lockfree-object-pool", None),
+                );
+            }
+        }
+    }
+    eprintln!("goals (ebb, zero_on_return off):");
+    for &size in &sizes {
+        for &t in &threads {
+            let ebb = find("ebb", Some(false), size, t, false).unwrap_or(f64::NAN);
+            let limit = if t == 1 { 8.0 } else { 20.0 };
+            let mut line = format!("  {size:>9} B {t} thr: get+drop {ebb:.1} ns (goal <= {limit})");
+            if size >= 64 << 10 {
+                let vec = find("vec_zeroed", None, size, t, false).unwrap_or(f64::NAN);
+                let ebb_fill = find("ebb", Some(false), size, t, true).unwrap_or(f64::NAN);
+                let vec_fill = find("vec_zeroed", None, size, t, true).unwrap_or(f64::NAN);
+                line += &format!(
+                    "; vs vec![0; n] {:.0}x (goal >= 10x); with fill {:.2}x (goal >= 1.3x)",
+                    vec / ebb,
+                    vec_fill / ebb_fill
+                );
+            }
+            eprintln!("{line}");
+        }
+    }
+    // The allocation count needs its own process (a counting global
+    // allocator would tax every peer above): run the sibling binary.
+    let allocs = std::env::current_exe()?.with_file_name("pool_allocs");
+    if allocs.exists() {
+        let status = std::process::Command::new(&allocs).status()?;
+        anyhow::ensure!(status.success(), "pool_allocs failed: {status}");
+    } else {
+        eprintln!(
+            "(allocation count: build it with `cargo build --release -p ebb-bench --bins` and rerun)"
         );
     }
     Ok(())

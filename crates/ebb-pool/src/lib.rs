@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+
+mod buffer;
+mod config;
+mod error;
+mod object;
+mod raw;
+mod retain;
+mod stats;
+mod stripe;
+
+pub use buffer::{BufferPool, PooledBuf};
+pub use config::{AdaptiveConfig, DEFAULT_TIERS, ObjectPoolConfig, PoolConfig, SMALL_RECORD_TIERS};
+pub use error::{Error, Result};
+pub use object::{ObjectPool, Pooled, Recycle};
+pub use raw::BUFFER_ALIGN;
+pub use stats::{PoolStats, TierStats};

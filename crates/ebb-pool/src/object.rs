@@ -1,0 +1,248 @@
+//! [`ObjectPool`]: reusable objects (iterators, batches, transactions,
+//! record builders) handed out as [`Pooled`] guards that reset them and
+//! give them back on drop.
+
+use std::fmt;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+
+use crate::config::{ObjectPoolConfig, stripe_count};
+use crate::error::Result;
+use crate::retain::{RetainStore, Retainable, TierBound};
+use crate::stats::PoolStats;
+
+/// An object a pool can reuse.
+///
+/// Implementations must leave the object, after [`recycle`](Self::recycle),
+/// in a state a fresh user can take as new: no data of the previous user
+/// visible, no resource of theirs still held. Keeping allocated capacity is
+/// the point (a cleared `Vec` keeps its buffer).
+///
+/// ```
+/// use ebb_pool::Recycle;
+///
+/// struct Batch { keys: Vec<u64>, bytes: Vec<u8> }
+///
+/// impl Recycle for Batch {
+///     fn recycle(&mut self) {
+///         self.keys.clear();
+///         self.bytes.clear();
+///     }
+///     fn retained_bytes(&self) -> usize {
+///         size_of::<Self>() + self.keys.capacity() * 8 + self.bytes.capacity()
+///     }
+/// }
+/// ```
+pub trait Recycle: Send + 'static {
+    /// Resets the object for its next user; runs as it comes back.
+    fn recycle(&mut self);
+
+    /// Heap bytes the object keeps while retained, for the pool's byte
+    /// bounds and budget (default: its inline size).
+    fn retained_bytes(&self) -> usize {
+        size_of_val(self)
+    }
+}
+
+impl<T: Send + 'static> Recycle for Vec<T> {
+    fn recycle(&mut self) {
+        self.clear();
+    }
+
+    fn retained_bytes(&self) -> usize {
+        size_of::<Self>() + self.capacity() * size_of::<T>()
+    }
+}
+
+impl Recycle for String {
+    fn recycle(&mut self) {
+        self.clear();
+    }
+
+    fn retained_bytes(&self) -> usize {
+        size_of::<Self>() + self.capacity()
+    }
+}
+
+struct Obj<T>(T);
+
+impl<T: Recycle> Retainable for Obj<T> {
+    fn retained_bytes(&self) -> usize {
+        self.0.retained_bytes()
+    }
+}
+
+/// A bounded pool of reusable `T`, made by a factory when empty.
+///
+/// Same bounds, stats, stripes and adaptive sizing as
+/// [`BufferPool`](crate::BufferPool), with one tier.
+///
+/// ```
+/// use ebb_pool::{ObjectPool, ObjectPoolConfig};
+///
+/// let pool = ObjectPool::new(ObjectPoolConfig::default(), || Vec::<u64>::with_capacity(1024)).unwrap();
+/// {
+///     let mut keys = pool.get();
+///     keys.extend([1, 2, 3]);
+/// } // cleared and retained
+/// let keys = pool.get();
+/// assert!(keys.is_empty() && keys.capacity() >= 1024);
+/// assert_eq!(pool.stats().total.hits, 1);
+/// ```
+pub struct ObjectPool<T: Recycle> {
+    shared: Arc<ObjectShared<T>>,
+    anchors: Arc<[Arc<CachePadded<ObjectAnchor<T>>>]>,
+}
+
+impl<T: Recycle> Clone for ObjectPool<T> {
+    fn clone(&self) -> Self {
+        ObjectPool {
+            shared: Arc::clone(&self.shared),
+            anchors: Arc::clone(&self.anchors),
+        }
+    }
+}
+
+/// Keeps a pool alive for the guards counted in one stripe.
+struct ObjectAnchor<T: Recycle> {
+    shared: Arc<ObjectShared<T>>,
+}
+
+type Factory<T> = Box<dyn Fn() -> T + Send + Sync>;
+
+struct ObjectShared<T: Recycle> {
+    store: RetainStore<Obj<T>>,
+    factory: Factory<T>,
+}
+
+impl<T: Recycle> fmt::Debug for ObjectPool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectPool")
+            .field("type", &std::any::type_name::<T>())
+            .field("stripes", &self.shared.store.stripe_count())
+            .finish()
+    }
+}
+
+impl<T: Recycle> ObjectPool<T> {
+    /// A pool that makes objects with `factory` when it has none retained.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for adaptive
+    /// settings out of range.
+    pub fn new(
+        config: ObjectPoolConfig,
+        factory: impl Fn() -> T + Send + Sync + 'static,
+    ) -> Result<ObjectPool<T>> {
+        config.validate()?;
+        let reservation = config
+            .budget
+            .as_ref()
+            .map(|b| b.budget.reservation(b.consumer.clone()));
+        // Objects have no fixed size: the byte bound is the store's total,
+        // and the cap may rise to 16 times where it started.
+        let bound = TierBound {
+            max_items: usize::MAX,
+            ceiling: config.max_retained.max(config.adaptive.floor) * 16,
+        };
+        let store = RetainStore::new(
+            &[bound],
+            stripe_count(config.stripes),
+            config.max_retained,
+            config.max_retained_bytes,
+            config.adaptive,
+            reservation,
+        );
+        let shared = Arc::new(ObjectShared {
+            store,
+            factory: Box::new(factory),
+        });
+        let anchors = (0..shared.store.stripe_count())
+            .map(|_| {
+                Arc::new(CachePadded::new(ObjectAnchor {
+                    shared: Arc::clone(&shared),
+                }))
+            })
+            .collect();
+        Ok(ObjectPool { shared, anchors })
+    }
+
+    /// A retained object, or a new one from the factory.
+    #[inline]
+    pub fn get(&self) -> Pooled<T> {
+        let taken = self.shared.store.take(0);
+        let value = match taken.item {
+            Some(Obj(value)) => value,
+            None => (self.shared.factory)(),
+        };
+        Pooled {
+            value: ManuallyDrop::new(value),
+            anchor: Arc::clone(&self.anchors[taken.stripe]),
+        }
+    }
+
+    /// Drops every retained object; returns the bytes they held.
+    pub fn trim(&self) -> usize {
+        self.shared.store.trim().1
+    }
+
+    /// Runs the adaptive step now (see
+    /// [`BufferPool::adjust_now`](crate::BufferPool::adjust_now)).
+    pub fn adjust_now(&self) {
+        self.shared.store.adjust_now();
+    }
+
+    /// A snapshot of the counters; one tier.
+    pub fn stats(&self) -> PoolStats {
+        let store = &self.shared.store;
+        let tier = store.tier_stats(0, 0);
+        PoolStats {
+            tiers: vec![tier],
+            total: tier,
+            oversized: 0,
+            oversized_in_use: 0,
+            budget_refusals: store.budget_refusals(),
+            charged_bytes: store.charged_bytes(),
+        }
+    }
+}
+
+/// An object out of an [`ObjectPool`]; recycled and given back on drop.
+pub struct Pooled<T: Recycle> {
+    /// Taken exactly once, in `Drop`.
+    value: ManuallyDrop<T>,
+    anchor: Arc<CachePadded<ObjectAnchor<T>>>,
+}
+
+impl<T: Recycle> Deref for Pooled<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: Recycle> DerefMut for Pooled<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+impl<T: Recycle + fmt::Debug> fmt::Debug for Pooled<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.value, f)
+    }
+}
+
+impl<T: Recycle> Drop for Pooled<T> {
+    fn drop(&mut self) {
+        // SAFETY: `value` is taken only here, and drop runs once.
+        let mut value = unsafe { ManuallyDrop::take(&mut self.value) };
+        value.recycle();
+        self.anchor.shared.store.give(0, Obj(value));
+    }
+}
