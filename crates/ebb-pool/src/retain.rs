@@ -13,12 +13,14 @@
 //!    pool's total byte limit, and (with a budget) is held in the budget
 //!    reservation too. `charged_bytes >= retained_bytes` whenever the
 //!    stripe's lock is free, and `charged_bytes <= retained_bytes + 2 *
-//!    granule` after a take, so the pool never retains past its total and
-//!    the budget sees what it retains within a granule per stripe.
+//!    max(granule, largest item)` after a take, so the pool never retains
+//!    past its total and the budget sees what it retains within that slack
+//!    per stripe (taken back from idle stripes when another needs it).
 //! 3. Event counters (gets, hits, puts, discarded) are counted in the stripe
 //!    of the thread that did the event; `retained` and `retained_bytes` in
 //!    the stripe that holds the items. Sums over stripes are exact.
 
+use crossbeam_utils::CachePadded;
 use ebb_core::budget::Reservation;
 use ebb_core::sync::{AtomicU64, AtomicUsize, Ordering};
 
@@ -55,13 +57,19 @@ struct TierState<I> {
 }
 
 struct StripeState<I> {
-    tiers: Box<[TierState<I>]>,
+    /// Padded: stripes' heap parts must not share cache lines either.
+    tiers: Box<[CachePadded<TierState<I>>]>,
     retained_bytes: usize,
     /// Budget bytes this stripe holds (invariant 2).
     charged_bytes: u64,
+    /// The largest item this stripe has retained: slack of two such items
+    /// is kept, so a put and take of one large buffer do not move credit
+    /// back and forth on every call.
+    largest_item_bytes: u64,
 }
 
-type Guard<'a, I> = StripeGuard<'a, StripeState<I>, Box<[TierCounters]>>;
+type Counters = Box<[CachePadded<TierCounters>]>;
+type Guard<'a, I> = StripeGuard<'a, StripeState<I>, Counters>;
 
 /// The fixed bounds of one tier.
 #[derive(Clone, Copy, Debug)]
@@ -81,7 +89,7 @@ struct TierShared {
 
 /// Items retained per tier over stripes.
 pub(crate) struct RetainStore<I> {
-    stripes: Stripes<StripeState<I>, Box<[TierCounters]>>,
+    stripes: Stripes<StripeState<I>, Counters>,
     tiers: Box<[TierShared]>,
     adaptive: AdaptiveConfig,
     /// Bytes of credit stripes hold (invariant 2).
@@ -113,19 +121,24 @@ impl<I: Retainable> RetainStore<I> {
         let tier_count = bounds.len();
         let stripes = Stripes::new(stripes, |_| {
             let tiers = (0..tier_count)
-                .map(|_| TierState {
-                    items: Vec::new(),
-                    bytes: 0,
-                    window_gets: 0,
-                    window_hits: 0,
+                .map(|_| {
+                    CachePadded::new(TierState {
+                        items: Vec::new(),
+                        bytes: 0,
+                        window_gets: 0,
+                        window_hits: 0,
+                    })
                 })
                 .collect();
-            let counters = (0..tier_count).map(|_| TierCounters::default()).collect();
+            let counters = (0..tier_count)
+                .map(|_| CachePadded::new(TierCounters::default()))
+                .collect();
             (
                 StripeState {
                     tiers,
                     retained_bytes: 0,
                     charged_bytes: 0,
+                    largest_item_bytes: 0,
                 },
                 counters,
             )
@@ -278,6 +291,7 @@ impl<I: Retainable> RetainStore<I> {
         if tier.items.len() >= share(cap, parts, index) {
             return Err(Refused::Full(item));
         }
+        state.largest_item_bytes = state.largest_item_bytes.max(bytes as u64);
         let needed = (state.retained_bytes + bytes) as u64;
         if needed > state.charged_bytes && self.charge(&mut state.charged_bytes, needed).is_err() {
             // Other stripes may sit on slack credit: take it back and try
@@ -361,8 +375,9 @@ impl<I: Retainable> RetainStore<I> {
     fn settle_charge(&self, guard: &mut Guard<'_, I>) {
         let (state, _) = guard.parts();
         let retained = state.retained_bytes as u64;
-        if state.charged_bytes > retained + 2 * self.granule {
-            let give_back = state.charged_bytes - (retained + self.granule);
+        let slack = self.granule.max(state.largest_item_bytes);
+        if state.charged_bytes > retained + 2 * slack {
+            let give_back = state.charged_bytes - (retained + slack);
             self.uncharge(&mut state.charged_bytes, give_back);
         }
     }

