@@ -17,6 +17,13 @@ bench:
     cargo run --release -p ebb-bench --bin peers -- release --json
     cargo run --release -p ebb-bench --bin peers -- release --json --thp
     cargo run --release -p ebb-bench --bin peers -- fragmentation --json
+    cargo build --release -p ebb-bench --bins
+    cargo run --release -p ebb-bench --bin peers -- pool --json
+
+# The buffer pool figures (get+drop, get+fill+drop, allocation counts).
+pool *ARGS:
+    cargo build --release -p ebb-bench --bins
+    cargo run --release -p ebb-bench --bin peers -- pool --json {{ARGS}}
 
 # Full-scale arena tests (1 GiB compaction and cancellation, 60 s stress).
 test-full:
@@ -37,11 +44,12 @@ miri:
     rustup component add --toolchain nightly miri rust-src
     MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test -p ebb-core -p ebb-slab
     MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-tree-borrows" cargo +nightly miri test -p ebb-arena
+    MIRIFLAGS="-Zmiri-tree-borrows" EBB_POOL_STRESS_OPS=300 cargo +nightly miri test -p ebb-pool
 
 # AddressSanitizer (and LeakSanitizer) over the real mmap path.
 asan:
     RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" \
-        cargo test --target x86_64-unknown-linux-gnu -p ebb-core -p ebb-slab -p ebb-arena --tests
+        cargo test --target x86_64-unknown-linux-gnu -p ebb-core -p ebb-slab -p ebb-arena -p ebb-pool --tests
 
 # valgrind memcheck over the slab tests.
 valgrind:

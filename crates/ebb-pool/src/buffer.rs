@@ -17,11 +17,16 @@ use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use crossbeam_utils::CachePadded;
-use ebb_core::sync::{AtomicU64, Ordering};
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+use ebb_core::sync::{AtomicBool, AtomicU64, Ordering};
 
 use crate::config::{PoolConfig, stripe_count};
+use ebb_leak::{ResourceKind, ResourceTracker, Tracked};
+
 use crate::error::{Error, Result};
+use crate::local::{self, LocalCache, LocalCounters};
 use crate::raw::{RawBuf, layout};
 use crate::retain::{RetainStore, TierBound};
 use crate::stats::{PoolStats, TierStats};
@@ -37,10 +42,11 @@ const OVERSIZED: u32 = u32::MAX;
 /// `zero_on_return` is on. Each tier retains a bounded number of buffers
 /// and bytes, the pool a bounded total; the rest are dropped and counted.
 ///
-/// Cloning a pool is cheap and shares it. Threads spread over stripes
-/// (twice the cores by default), each a cache line of its own behind a
-/// test-and-set lock, so two threads do not meet on one lock; a get or a
-/// drop costs one uncontended lock and a handful of plain stores.
+/// Cloning a pool is cheap and shares it. Each thread keeps a small
+/// magazine per tier in front of the shared store (the `local` module): a
+/// get and a drop on one thread take no lock and no atomic read-modify-write.
+/// Behind the magazines, threads spread over stripes (twice the cores by
+/// default), each a cache line of its own behind a test-and-set lock.
 ///
 /// ```
 /// use ebb_pool::{BufferPool, PoolConfig};
@@ -59,35 +65,70 @@ const OVERSIZED: u32 = u32::MAX;
 /// ```
 #[derive(Clone)]
 pub struct BufferPool {
-    shared: Arc<BufferShared>,
-    /// One per stripe: a guard clones the anchor of the stripe it was
-    /// counted in, so threads on different stripes never write the same
-    /// reference count.
-    anchors: Arc<[Arc<CachePadded<Anchor>>]>,
+    handle: Arc<PoolHandle>,
 }
 
-/// Keeps a pool alive for the guards counted in one stripe.
-struct Anchor {
+/// What the user's handles share; dropping the last closes the pool (its
+/// thread caches give their buffers back at the threads' next pool call or
+/// exit; guards still out keep the store alive until they drop).
+struct PoolHandle {
     shared: Arc<BufferShared>,
+    /// The cache guards count on where no thread cache can be used; this
+    /// handle holds one reference to it.
+    fallback: NonNull<LocalCache>,
 }
 
-struct BufferShared {
-    store: RetainStore<RawBuf>,
-    tiers: Box<[usize]>,
+// SAFETY: `fallback` points to a `LocalCache`, which is `Send + Sync`, and
+// stays live while this handle holds its reference; the rest is `Arc`s of
+// `Sync` data.
+unsafe impl Send for PoolHandle {}
+// SAFETY: as above; `&PoolHandle` only reads the pointer.
+unsafe impl Sync for PoolHandle {}
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        // SAFETY: this handle's reference, not used again.
+        unsafe { LocalCache::release_shared(self.fallback) };
+    }
+}
+
+/// A registered thread cache, as the pool's registry holds it.
+struct CachePtr(*const LocalCache);
+
+// SAFETY: the pointer is only dereferenced under the registry lock while
+// the cache is registered (local invariant 4), and `LocalCache` is `Sync`.
+unsafe impl Send for CachePtr {}
+
+pub(crate) struct BufferShared {
+    pub(crate) store: RetainStore<RawBuf>,
+    pub(crate) tiers: Box<[usize]>,
     /// `first_tier[k]`: the first tier that can hold a length whose
     /// rounded-up log2 is `k` (every smaller tier is shorter than it).
     first_tier: [u8; 65],
     zero_on_return: bool,
+    thread_cache: bool,
+    tracker: Option<ResourceTracker>,
+    /// Bumped by `trim`: thread caches flush when they see it move.
+    pub(crate) epoch: AtomicU64,
+    /// Set when the last user handle drops.
+    closed: AtomicBool,
     oversized: AtomicU64,
     oversized_in_use: AtomicU64,
+    /// Live thread caches, for stats (local invariant 4).
+    caches: Mutex<Vec<CachePtr>>,
+    /// Event counters of retired thread caches, per tier: gets, hits, puts.
+    retired: Box<[[AtomicU64; 3]]>,
 }
 
 impl fmt::Debug for BufferPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = &self.handle.shared;
         f.debug_struct("BufferPool")
-            .field("tiers", &self.shared.tiers)
-            .field("zero_on_return", &self.shared.zero_on_return)
-            .field("stripes", &self.shared.store.stripe_count())
+            .field("tiers", &shared.tiers)
+            .field("zero_on_return", &shared.zero_on_return)
+            .field("thread_cache", &shared.thread_cache)
+            .field("stripes", &shared.store.stripe_count())
             .finish()
     }
 }
@@ -131,31 +172,35 @@ impl BufferPool {
             config.adaptive,
             reservation,
         );
+        let retired = tiers.iter().map(|_| Default::default()).collect();
         let shared = Arc::new(BufferShared {
             store,
             tiers,
             first_tier,
             zero_on_return: config.zero_on_return,
+            thread_cache: config.thread_cache,
+            tracker: config.tracker,
+            epoch: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
             oversized: AtomicU64::new(0),
             oversized_in_use: AtomicU64::new(0),
+            caches: Mutex::new(Vec::new()),
+            retired,
         });
-        let anchors = (0..shared.store.stripe_count())
-            .map(|_| {
-                Arc::new(CachePadded::new(Anchor {
-                    shared: Arc::clone(&shared),
-                }))
-            })
-            .collect();
+        let fallback = LocalCache::new_fallback(Arc::clone(&shared));
         tracing::debug!(
             tiers = ?shared.tiers,
             max_retained = config.max_retained,
             max_retained_bytes = config.max_retained_bytes,
             max_total_retained_bytes = config.max_total_retained_bytes,
             zero_on_return = config.zero_on_return,
+            thread_cache = config.thread_cache,
             stripes = shared.store.stripe_count(),
             "buffer pool created"
         );
-        Ok(BufferPool { shared, anchors })
+        Ok(BufferPool {
+            handle: Arc::new(PoolHandle { shared, fallback }),
+        })
     }
 
     /// A buffer of `len` bytes from the smallest tier that fits, reused or
@@ -170,6 +215,7 @@ impl BufferPool {
     /// refuses, as `Vec::with_capacity` does; [`try_get`](Self::try_get)
     /// returns an error instead.
     #[inline]
+    #[track_caller]
     pub fn get(&self, len: usize) -> PooledBuf {
         match self.try_get(len) {
             Ok(buf) => buf,
@@ -185,42 +231,93 @@ impl BufferPool {
     /// [`Error::OutOfMemory`] when the allocator refuses. The pool is
     /// unchanged either way.
     #[inline]
+    #[track_caller]
     pub fn try_get(&self, len: usize) -> Result<PooledBuf> {
-        let (buf, tier, stripe) = self.shared.acquire(len)?;
+        let shared = &self.handle.shared;
+        let cache = if shared.thread_cache {
+            local::cache_for(shared).unwrap_or(self.handle.fallback)
+        } else {
+            self.handle.fallback
+        };
+        // SAFETY: a cache from `cache_for` is registered on this thread and
+        // live for this call; the fallback is held by our handle.
+        let local = unsafe { cache.as_ref() };
+        let (buf, tier) = match shared.tier_for(len) {
+            Some(t) => match local.take_local(t) {
+                Some(buf) => (buf, t as u32),
+                None => (shared.take_from_store(t)?, t as u32),
+            },
+            None => (shared.acquire_oversized(len)?, OVERSIZED),
+        };
+        local.acquire();
+        let tracked = match &shared.tracker {
+            Some(tracker) => tracker.track(ResourceKind::Buffer, "buffer pool"),
+            None => Tracked::inert(),
+        };
         Ok(PooledBuf {
             buf: ManuallyDrop::new(buf),
             len,
             dirty: len,
             tier,
-            anchor: Arc::clone(&self.anchors[stripe]),
+            cache,
+            tracked,
         })
     }
 
-    /// Drops every retained buffer; returns the bytes freed. The pressure
-    /// controller calls this; buffers in use are not affected.
+    /// Drops every retained buffer in the shared store and this thread's
+    /// cache; returns the bytes freed. Other threads' caches (at most
+    /// 256 KiB or one buffer per tier each) are freed at their next call
+    /// into the pool or when they exit. The pressure controller calls this;
+    /// buffers in use are not affected.
     pub fn trim(&self) -> usize {
-        let (buffers, bytes) = self.shared.store.trim();
-        tracing::debug!(buffers, bytes_freed = bytes, "buffer pool trimmed");
-        bytes
+        let shared = &self.handle.shared;
+        shared.epoch.fetch_add(1, Ordering::Relaxed);
+        let own = local::trim_own(shared);
+        let (buffers, bytes) = shared.store.trim();
+        tracing::debug!(buffers, bytes_freed = bytes + own, "buffer pool trimmed");
+        bytes + own
     }
 
     /// Runs the adaptive step now for every tier that saw gets since its
     /// last step, instead of waiting for the interval.
     pub fn adjust_now(&self) {
-        self.shared.store.adjust_now();
+        self.handle.shared.store.adjust_now();
     }
 
     /// Tier sizes, smallest first.
     pub fn tiers(&self) -> &[usize] {
-        &self.shared.tiers
+        &self.handle.shared.tiers
     }
 
-    /// A snapshot of the counters (plain atomics, no lock taken).
+    /// A snapshot of the counters: the store's and every thread cache's.
     pub fn stats(&self) -> PoolStats {
-        let store = &self.shared.store;
-        let tiers: Vec<TierStats> = (0..self.shared.tiers.len())
-            .map(|t| store.tier_stats(t, self.shared.tiers[t]))
+        let shared = &self.handle.shared;
+        let store = &shared.store;
+        let mut tiers: Vec<TierStats> = (0..shared.tiers.len())
+            .map(|t| store.tier_stats(t, shared.tiers[t]))
             .collect();
+        {
+            let caches = shared.caches.lock().unwrap_or_else(|e| e.into_inner());
+            for (t, s) in tiers.iter_mut().enumerate() {
+                let retired = &shared.retired[t];
+                s.puts += retired[2].load(Ordering::Relaxed);
+                s.gets += retired[0].load(Ordering::Relaxed);
+                s.hits += retired[1].load(Ordering::Relaxed);
+                for cache in caches.iter() {
+                    // SAFETY: registered caches are live until they
+                    // unregister, which takes this lock (local invariant 4).
+                    let c = unsafe { &(*cache.0).counters[t] };
+                    s.puts += c.puts.get();
+                    s.gets += c.gets.get();
+                    s.hits += c.hits.get();
+                    s.retained += c.retained.get();
+                    s.retained_bytes += c.retained_bytes.get();
+                }
+                s.misses = s.gets.saturating_sub(s.hits);
+                s.allocations = s.misses;
+                s.in_use = s.gets.saturating_sub(s.puts);
+            }
+        }
         let mut total = TierStats::default();
         for t in &tiers {
             total.add(t);
@@ -228,8 +325,8 @@ impl BufferPool {
         PoolStats {
             tiers,
             total,
-            oversized: self.shared.oversized.load(Ordering::Relaxed),
-            oversized_in_use: self.shared.oversized_in_use.load(Ordering::Relaxed),
+            oversized: shared.oversized.load(Ordering::Relaxed),
+            oversized_in_use: shared.oversized_in_use.load(Ordering::Relaxed),
             budget_refusals: store.budget_refusals(),
             charged_bytes: store.charged_bytes(),
         }
@@ -255,31 +352,53 @@ impl BufferShared {
         None
     }
 
-    /// A buffer of at least `len` bytes, its tier, and the stripe it was
-    /// counted in.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn register(&self, cache: *const LocalCache) {
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches.push(CachePtr(cache));
+    }
+
+    /// Removes a retiring cache and folds its event counters into the
+    /// retired ones, under one lock (local invariant 4).
+    pub(crate) fn unregister(&self, cache: *const LocalCache, counters: &[LocalCounters]) {
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches.retain(|c| !std::ptr::eq(c.0, cache));
+        for (retired, c) in self.retired.iter().zip(counters) {
+            retired[0].fetch_add(c.gets.get(), Ordering::Relaxed);
+            retired[1].fetch_add(c.hits.get(), Ordering::Relaxed);
+            retired[2].fetch_add(c.puts.get(), Ordering::Relaxed);
+        }
+    }
+
+    /// A buffer of tier `t` from the shared store, or a fresh one.
     #[inline]
-    fn acquire(&self, len: usize) -> Result<(RawBuf, u32, usize)> {
-        let Some(t) = self.tier_for(len) else {
-            return self.acquire_oversized(len);
-        };
+    fn take_from_store(&self, t: usize) -> Result<RawBuf> {
         let taken = self.store.take(t);
-        let buf = match taken.item {
-            Some(buf) => buf,
-            None => match RawBuf::try_alloc_zeroed(self.tiers[t]) {
-                Some(buf) => buf,
-                None => {
-                    self.store.uncount_get(taken.stripe, t);
-                    return Err(Error::OutOfMemory {
-                        requested_bytes: self.tiers[t],
-                    });
+        match taken.item {
+            Some(buf) => Ok(buf),
+            None => RawBuf::try_alloc_zeroed(self.tiers[t]).ok_or_else(|| {
+                self.store.uncount_get(taken.stripe, t);
+                Error::OutOfMemory {
+                    requested_bytes: self.tiers[t],
                 }
-            },
-        };
-        Ok((buf, t as u32, taken.stripe))
+            }),
+        }
+    }
+
+    /// A buffer of at least `len` bytes straight from the store (no thread
+    /// cache), and its tier.
+    fn acquire_uncached(&self, len: usize) -> Result<(RawBuf, u32)> {
+        match self.tier_for(len) {
+            Some(t) => Ok((self.take_from_store(t)?, t as u32)),
+            None => Ok((self.acquire_oversized(len)?, OVERSIZED)),
+        }
     }
 
     #[cold]
-    fn acquire_oversized(&self, len: usize) -> Result<(RawBuf, u32, usize)> {
+    fn acquire_oversized(&self, len: usize) -> Result<RawBuf> {
         let cap = len.checked_next_multiple_of(crate::BUFFER_ALIGN);
         let cap = cap
             .filter(|&c| layout(c).is_some())
@@ -291,25 +410,30 @@ impl BufferShared {
         })?;
         self.oversized.fetch_add(1, Ordering::Relaxed);
         self.oversized_in_use.fetch_add(1, Ordering::Relaxed);
-        Ok((buf, OVERSIZED, 0))
+        Ok(buf)
     }
 
-    /// Takes back a buffer whose user may have written `0..dirty`.
+    /// Wipes what a user could have written (`0..dirty`) when
+    /// `zero_on_return` is on; counts an oversized buffer out.
     #[inline]
-    fn release(&self, buf: RawBuf, tier: u32, dirty: usize) {
+    fn wipe(&self, buf: &RawBuf, tier: u32, dirty: usize) {
         if tier == OVERSIZED {
             self.oversized_in_use.fetch_sub(1, Ordering::Relaxed);
-            drop(buf);
-            return;
-        }
-        if self.zero_on_return && dirty > 0 {
+        } else if self.zero_on_return && dirty > 0 {
             // SAFETY:
             // - `buf` owns `cap >= dirty` bytes at `ptr` (invariant 2 and
             //   the RawBuf invariant), and no guard points at them anymore;
             // - writing zeros keeps them initialized (invariant 1).
             unsafe { buf.ptr().as_ptr().write_bytes(0, dirty) };
         }
-        self.store.give(tier as usize, buf);
+    }
+
+    /// Takes back a buffer straight into the store (no thread cache).
+    fn release_uncached(&self, buf: RawBuf, tier: u32, dirty: usize) {
+        self.wipe(&buf, tier, dirty);
+        if tier != OVERSIZED {
+            self.store.give(tier as usize, buf);
+        }
     }
 }
 
@@ -340,7 +464,10 @@ pub struct PooledBuf {
     /// Invariant 2.
     dirty: usize,
     tier: u32,
-    anchor: Arc<CachePadded<Anchor>>,
+    /// The cache this guard's reference is counted on (local invariant 2).
+    cache: NonNull<LocalCache>,
+    /// Acquisition site and age for a leak tracker; inert without one.
+    tracked: Tracked,
 }
 
 // SAFETY: a PooledBuf uniquely owns its buffer (like `Vec<u8>`); the pool
@@ -413,10 +540,11 @@ impl PooledBuf {
         // Grow geometrically past the tiers, as Vec does, so a long append
         // loop of oversized data stays linear.
         let want = needed.max(self.capacity().saturating_mul(2));
-        let shared = &self.anchor.shared;
-        let (new, tier, _) = match shared.acquire(want) {
+        // SAFETY: the guard holds a reference to its cache.
+        let shared = &unsafe { self.cache.as_ref() }.pool;
+        let (new, tier) = match shared.acquire_uncached(want) {
             Ok(got) => got,
-            Err(_) => shared.acquire(needed)?,
+            Err(_) => shared.acquire_uncached(needed)?,
         };
         // SAFETY:
         // - the source holds `len` initialized bytes (invariant 1);
@@ -428,7 +556,7 @@ impl PooledBuf {
         let old = std::mem::replace(&mut *self.buf, new);
         let old_tier = std::mem::replace(&mut self.tier, tier);
         let old_dirty = std::mem::replace(&mut self.dirty, self.len);
-        shared.release(old, old_tier, old_dirty);
+        shared.release_uncached(old, old_tier, old_dirty);
         Ok(())
     }
 
@@ -612,6 +740,7 @@ impl fmt::Debug for PooledBuf {
             .field("len", &self.len)
             .field("capacity", &self.capacity())
             .field("oversized", &self.is_oversized())
+            .field("tracked", &!self.tracked.is_inert())
             .finish()
     }
 }
@@ -621,6 +750,12 @@ impl Drop for PooledBuf {
     fn drop(&mut self) {
         // SAFETY: `buf` is taken only here, and drop runs once.
         let buf = unsafe { ManuallyDrop::take(&mut self.buf) };
-        self.anchor.shared.release(buf, self.tier, self.dirty);
+        // SAFETY: the guard holds a reference to its cache.
+        unsafe { self.cache.as_ref() }
+            .pool
+            .wipe(&buf, self.tier, self.dirty);
+        let tier = (self.tier != OVERSIZED).then_some(self.tier as usize);
+        // SAFETY: the guard's reference, given up here and not used again.
+        unsafe { LocalCache::release(self.cache, tier, buf) };
     }
 }

@@ -1,6 +1,7 @@
 //! Pool configuration: tiers, retention bounds, adaptive sizing, budget.
 
 use ebb_core::budget::MemoryBudget;
+use ebb_leak::{ResourceKind, ResourceTracker};
 
 use crate::error::{Error, Result};
 
@@ -148,6 +149,8 @@ pub struct PoolConfig {
     pub(crate) max_retained_bytes: usize,
     pub(crate) max_total_retained_bytes: usize,
     pub(crate) zero_on_return: bool,
+    pub(crate) thread_cache: bool,
+    pub(crate) tracker: Option<ResourceTracker>,
     pub(crate) adaptive: AdaptiveConfig,
     pub(crate) stripes: usize,
     pub(crate) budget: Option<BudgetTarget>,
@@ -164,6 +167,8 @@ impl Default for PoolConfig {
             max_retained_bytes: 64 << 20,
             max_total_retained_bytes: 256 << 20,
             zero_on_return: true,
+            thread_cache: true,
+            tracker: None,
             adaptive: AdaptiveConfig::default(),
             stripes: 0,
             budget: None,
@@ -214,6 +219,24 @@ impl PoolConfig {
     /// its last user wrote.
     pub fn with_zero_on_return(mut self, on: bool) -> Self {
         self.zero_on_return = on;
+        self
+    }
+
+    /// Per-thread magazines in front of the shared store (default on): a
+    /// get and a drop on one thread then take no lock and no atomic
+    /// read-modify-write. Each thread holds at most 256 KiB (or one buffer)
+    /// per tier, lent from the pool's bounds. Off, every call goes to the
+    /// striped store (the model tests use this to count exactly).
+    pub fn with_thread_cache(mut self, on: bool) -> Self {
+        self.thread_cache = on;
+        self
+    }
+
+    /// Track every buffer handed out (kind `Buffer`, the caller of `get` as
+    /// the acquisition site) in `tracker`, so buffers held too long show in
+    /// its leak reports. Without a tracker this costs one branch per get.
+    pub fn with_tracker(mut self, tracker: ResourceTracker) -> Self {
+        self.tracker = Some(tracker);
         self
     }
 
@@ -283,6 +306,7 @@ pub struct ObjectPoolConfig {
     pub(crate) adaptive: AdaptiveConfig,
     pub(crate) stripes: usize,
     pub(crate) budget: Option<BudgetTarget>,
+    pub(crate) tracker: Option<(ResourceTracker, ResourceKind)>,
 }
 
 impl Default for ObjectPoolConfig {
@@ -295,11 +319,19 @@ impl Default for ObjectPoolConfig {
             adaptive: AdaptiveConfig::default(),
             stripes: 0,
             budget: None,
+            tracker: None,
         }
     }
 }
 
 impl ObjectPoolConfig {
+    /// Track every object handed out as `kind` in `tracker` (the caller of
+    /// `get` as the acquisition site).
+    pub fn with_tracker(mut self, tracker: ResourceTracker, kind: ResourceKind) -> Self {
+        self.tracker = Some((tracker, kind));
+        self
+    }
+
     /// The starting cap of objects retained.
     pub fn with_max_retained(mut self, objects: usize) -> Self {
         self.max_retained = objects;

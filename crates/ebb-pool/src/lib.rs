@@ -3,6 +3,7 @@
 mod buffer;
 mod config;
 mod error;
+mod local;
 mod object;
 mod raw;
 mod retain;

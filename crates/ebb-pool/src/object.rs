@@ -8,6 +8,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
+use ebb_leak::{ResourceKind, ResourceTracker, Tracked};
 
 use crate::config::{ObjectPoolConfig, stripe_count};
 use crate::error::Result;
@@ -116,6 +117,7 @@ type Factory<T> = Box<dyn Fn() -> T + Send + Sync>;
 struct ObjectShared<T: Recycle> {
     store: RetainStore<Obj<T>>,
     factory: Factory<T>,
+    tracker: Option<(ResourceTracker, ResourceKind)>,
 }
 
 impl<T: Recycle> fmt::Debug for ObjectPool<T> {
@@ -160,6 +162,7 @@ impl<T: Recycle> ObjectPool<T> {
         let shared = Arc::new(ObjectShared {
             store,
             factory: Box::new(factory),
+            tracker: config.tracker,
         });
         let anchors = (0..shared.store.stripe_count())
             .map(|_| {
@@ -173,15 +176,21 @@ impl<T: Recycle> ObjectPool<T> {
 
     /// A retained object, or a new one from the factory.
     #[inline]
+    #[track_caller]
     pub fn get(&self) -> Pooled<T> {
         let taken = self.shared.store.take(0);
         let value = match taken.item {
             Some(Obj(value)) => value,
             None => (self.shared.factory)(),
         };
+        let tracked = match &self.shared.tracker {
+            Some((tracker, kind)) => tracker.track(*kind, "object pool"),
+            None => Tracked::inert(),
+        };
         Pooled {
             value: ManuallyDrop::new(value),
             anchor: Arc::clone(&self.anchors[taken.stripe]),
+            _tracked: tracked,
         }
     }
 
@@ -216,6 +225,7 @@ pub struct Pooled<T: Recycle> {
     /// Taken exactly once, in `Drop`.
     value: ManuallyDrop<T>,
     anchor: Arc<CachePadded<ObjectAnchor<T>>>,
+    _tracked: Tracked,
 }
 
 impl<T: Recycle> Deref for Pooled<T> {

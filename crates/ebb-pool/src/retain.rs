@@ -19,6 +19,9 @@
 //! 3. Event counters (gets, hits, puts, discarded) are counted in the stripe
 //!    of the thread that did the event; `retained` and `retained_bytes` in
 //!    the stripe that holds the items. Sums over stripes are exact.
+//! 4. A thread cache holds items only in places allotted to it: a stripe's
+//!    `items + allotted` stays within its share, and its `retained_bytes`
+//!    covers allotted places, so the bounds hold for thread caches too.
 
 use crossbeam_utils::CachePadded;
 use ebb_core::budget::Reservation;
@@ -52,6 +55,10 @@ pub(crate) struct TierCounters {
 struct TierState<I> {
     items: Vec<I>,
     bytes: usize,
+    /// Places lent to thread caches (invariant 4): they count against the
+    /// tier's share like items, and their bytes are in `retained_bytes`.
+    allotted: usize,
+    allotted_bytes: usize,
     window_gets: u64,
     window_hits: u64,
 }
@@ -125,6 +132,8 @@ impl<I: Retainable> RetainStore<I> {
                     CachePadded::new(TierState {
                         items: Vec::new(),
                         bytes: 0,
+                        allotted: 0,
+                        allotted_bytes: 0,
                         window_gets: 0,
                         window_hits: 0,
                     })
@@ -230,6 +239,18 @@ impl<I: Retainable> RetainStore<I> {
     /// dropped and counted as discarded. Returns whether it was retained.
     #[inline]
     pub(crate) fn give(&self, t: usize, item: I) -> bool {
+        self.give_counted(t, item, true)
+    }
+
+    /// Retains an item whose put was already counted elsewhere (a thread
+    /// cache handing back what it held); dropped and counted as discarded
+    /// when no bound allows it.
+    pub(crate) fn adopt(&self, t: usize, item: I) -> bool {
+        self.give_counted(t, item, false)
+    }
+
+    #[inline]
+    fn give_counted(&self, t: usize, item: I, count_put: bool) -> bool {
         let shared = &self.tiers[t];
         let cap = shared
             .cap
@@ -237,7 +258,9 @@ impl<I: Retainable> RetainStore<I> {
             .min(shared.bound.max_items);
         let mut guard = self.stripes.lock_home();
         let home = guard.index();
-        guard.counters()[t].puts.add(1);
+        if count_put {
+            guard.counters()[t].puts.add(1);
+        }
         let item = match self.try_retain(&mut guard, t, item, cap) {
             Ok(()) => return true,
             Err(Refused::Budget(item)) => item,
@@ -288,7 +311,7 @@ impl<I: Retainable> RetainStore<I> {
         let (state, counters) = guard.parts();
         let tier = &mut state.tiers[t];
         // Invariant 1: the item bound is checked against this stripe's share.
-        if tier.items.len() >= share(cap, parts, index) {
+        if tier.items.len() + tier.allotted >= share(cap, parts, index) {
             return Err(Refused::Full(item));
         }
         state.largest_item_bytes = state.largest_item_bytes.max(bytes as u64);
@@ -409,7 +432,8 @@ impl<I: Retainable> RetainStore<I> {
                 new_cap = next;
                 Some(next)
             });
-        let keep = share(new_cap.min(shared.bound.max_items), parts, index);
+        let keep =
+            share(new_cap.min(shared.bound.max_items), parts, index).saturating_sub(tier.allotted);
         let c = &counters[t];
         while tier.items.len() > keep {
             let item = tier.items.pop().expect("len > keep >= 0");
@@ -421,6 +445,34 @@ impl<I: Retainable> RetainStore<I> {
             c.discarded.add(1);
             evicted.push(item);
         }
+    }
+
+    /// Adds gets and hits a thread cache served on its own to tier `t`'s
+    /// adaptive window (in the calling thread's stripe), so adaptive sizing
+    /// sees all traffic, not only what reaches the store.
+    #[cold]
+    pub(crate) fn feed_window(&self, t: usize, gets: u64, hits: u64) {
+        if !self.adaptive.enabled {
+            return;
+        }
+        let mut evicted = Vec::new();
+        let mut guard = self.stripes.lock_home();
+        let (state, _) = guard.parts();
+        let tier = &mut state.tiers[t];
+        tier.window_gets += gets;
+        tier.window_hits += hits;
+        if tier.window_gets >= self.adaptive.interval {
+            self.adjust_tier(&mut guard, t, &mut evicted);
+        }
+        self.settle_charge(&mut guard);
+        drop(guard);
+        drop(evicted);
+    }
+
+    /// The gets between two adaptive steps, or `None` when adaptive sizing
+    /// is off.
+    pub(crate) fn adaptive_interval(&self) -> Option<u64> {
+        self.adaptive.enabled.then_some(self.adaptive.interval)
     }
 
     /// Runs the adaptive step now on every stripe and tier that saw gets
@@ -446,21 +498,93 @@ impl<I: Retainable> RetainStore<I> {
             let mut guard = self.stripes.lock(index);
             let (state, counters) = guard.parts();
             let mut dropped = Vec::new();
+            let mut allotted_bytes = 0;
             for (tier, c) in state.tiers.iter_mut().zip(counters.iter()) {
                 count += tier.items.len();
                 bytes += tier.bytes;
                 tier.bytes = 0;
+                allotted_bytes += tier.allotted_bytes;
                 dropped.append(&mut tier.items);
                 c.retained.set(0);
                 c.retained_bytes.set(0);
             }
-            state.retained_bytes = 0;
-            let charged = state.charged_bytes;
-            self.uncharge(&mut state.charged_bytes, charged);
+            // Places lent to thread caches stay lent (invariant 4); their
+            // owners give them back when they see the trim.
+            state.retained_bytes = allotted_bytes;
+            let slack = state.charged_bytes - allotted_bytes as u64;
+            self.uncharge(&mut state.charged_bytes, slack);
             drop(guard);
             drop(dropped);
         }
         (count, bytes)
+    }
+
+    /// Lends up to `want` places of tier `t`, each for an item of `bytes`,
+    /// to the calling thread's cache (invariant 4). Returns the stripe they
+    /// came from and how many were granted (0 when the bounds are full).
+    pub(crate) fn try_allot(&self, t: usize, bytes: usize, want: usize) -> (usize, usize) {
+        let mut guard = self.stripes.lock_home();
+        let home = guard.index();
+        let granted = self.allot_in(&mut guard, t, bytes, want);
+        if granted > 0 || self.stripes.len() == 1 {
+            return (home, granted);
+        }
+        drop(guard);
+        // The home stripe's share is lent out or full: another may have room.
+        for k in 1..self.stripes.len() {
+            let index = (home + k) % self.stripes.len();
+            if let Some(mut other) = self.stripes.try_lock(index) {
+                let granted = self.allot_in(&mut other, t, bytes, want);
+                if granted > 0 {
+                    return (index, granted);
+                }
+            }
+        }
+        (home, 0)
+    }
+
+    fn allot_in(&self, guard: &mut Guard<'_, I>, t: usize, bytes: usize, want: usize) -> usize {
+        let shared = &self.tiers[t];
+        let cap = shared
+            .cap
+            .load(Ordering::Relaxed)
+            .min(shared.bound.max_items);
+        let parts = self.stripes.len();
+        let index = guard.index();
+        let (state, _) = guard.parts();
+        let tier = &state.tiers[t];
+        let room = share(cap, parts, index).saturating_sub(tier.items.len() + tier.allotted);
+        let mut granted = want.min(room);
+        while granted > 0 {
+            let needed = (state.retained_bytes + granted * bytes) as u64;
+            if needed <= state.charged_bytes
+                || self.charge(&mut state.charged_bytes, needed).is_ok()
+            {
+                break;
+            }
+            granted /= 2;
+        }
+        let tier = &mut state.tiers[t];
+        tier.allotted += granted;
+        tier.allotted_bytes += granted * bytes;
+        state.retained_bytes += granted * bytes;
+        state.largest_item_bytes = state.largest_item_bytes.max(bytes as u64);
+        granted
+    }
+
+    /// Takes back `count` places of tier `t` lent from `stripe`, each of
+    /// `bytes`.
+    pub(crate) fn unallot(&self, stripe: usize, t: usize, count: usize, bytes: usize) {
+        if count == 0 {
+            return;
+        }
+        let mut guard = self.stripes.lock(stripe);
+        let (state, _) = guard.parts();
+        let tier = &mut state.tiers[t];
+        tier.allotted -= count;
+        tier.allotted_bytes -= count * bytes;
+        state.retained_bytes -= count * bytes;
+        self.settle_charge(&mut guard);
     }
 
     /// Counters of tier `t` summed over stripes.

@@ -336,3 +336,38 @@ fn object_pool_charges_retained_bytes_to_the_budget() {
     assert_eq!(stats.budget_refusals, 2);
     assert!(budget.reserved_bytes() <= 1 << 20);
 }
+
+#[test]
+fn a_tracker_names_buffers_held_too_long_and_where_they_came_from() {
+    use ebb_leak::{ResourceKind, ResourceTracker, TrackerConfig, TrackingLevel};
+    let tracker = ResourceTracker::new(
+        "pool-test",
+        TrackerConfig::default().with_level(TrackingLevel::Paranoid),
+    );
+    let pool = BufferPool::new(PoolConfig::default().with_tracker(tracker)).unwrap();
+    let held = pool.get(100);
+    let arrow = pool.get(8).into_arrow_buffer();
+    let report = tracker.check(std::time::Duration::ZERO);
+    assert_eq!(report.held.len(), 2, "{report}");
+    assert!(
+        report
+            .held
+            .iter()
+            .all(|g| g.kind == "buffer" && g.site.contains("tests/buffers.rs"))
+    );
+    assert_eq!(tracker.live(ResourceKind::Buffer), 2);
+    drop(held);
+    drop(arrow);
+    assert!(tracker.check(std::time::Duration::ZERO).is_clean());
+    assert_eq!(tracker.live(ResourceKind::Buffer), 0);
+
+    let objects = ObjectPool::new(
+        ObjectPoolConfig::default().with_tracker(tracker, ResourceKind::Transaction),
+        Vec::<u8>::new,
+    )
+    .unwrap();
+    let txn = objects.get();
+    assert_eq!(tracker.live(ResourceKind::Transaction), 1);
+    drop(txn);
+    assert_eq!(tracker.live(ResourceKind::Transaction), 0);
+}

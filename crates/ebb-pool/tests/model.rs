@@ -208,6 +208,7 @@ fn run(ops: Vec<Op>, zero: bool) -> Result<(), TestCaseError> {
             .with_max_total_retained_bytes(TOTAL_BYTES)
             .with_adaptive(adaptive())
             .with_stripes(1)
+            .with_thread_cache(false)
             .with_zero_on_return(zero),
     )
     .expect("valid config");

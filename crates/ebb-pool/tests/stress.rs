@@ -56,7 +56,7 @@ fn run(zero: bool) {
                     let mut held: Vec<(PooledBuf, u64)> = Vec::new();
                     let mut bad = 0u64;
                     for i in 0..n {
-                        let len = rng.below(40_000) as usize;
+                        let len = rng.below(if cfg!(miri) { 5_000 } else { 40_000 }) as usize;
                         let mut buf = pool.get(len);
                         if zero && !buf.iter().all(|&b| b == 0) {
                             bad += 1;

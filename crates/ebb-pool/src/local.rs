@@ -1,0 +1,482 @@
+//! Thread caches of a [`BufferPool`](crate::BufferPool): per thread and
+//! pool, a magazine of buffers per tier that the thread reaches without a
+//! single atomic read-modify-write, and the reference count that keeps the
+//! pool alive for the guards the thread handed out.
+//!
+//! A get and a drop on the same thread touch only thread-owned memory. The
+//! guard's reference to its pool is a *biased* count (as in biased
+//! reference counting, Choi et al., PACT 2018): the owner thread counts in
+//! a plain integer, other threads in an atomic that starts at a large bias,
+//! and the two are merged once, when the owner retires the cache.
+//!
+//! ```text
+//!   thread A                      LocalCache (A, pool)            pool
+//!   get ──pop──────────────────▶  magazine[t]  ──allotted from──▶ stripe s
+//!   drop on A ──push, refs-1───▶  local_refs (plain)
+//!   drop on B ──store.give─────▶  shared_refs (atomic, biased) ─▶ store
+//!   A exits ──flush, merge─────▶  freed when local + shared = 0
+//! ```
+//!
+//! Invariants:
+//! 1. `owned` is touched only on the thread whose token is `owner`, and by
+//!    it only until it sets `exited` (tokens are never reused, so no other
+//!    thread ever matches).
+//! 2. Before the merge, `shared_refs` is `BIAS - (drops on other threads)`,
+//!    far above zero, so no drop frees the cache; the merge adds
+//!    `local_refs - BIAS`, after which `shared_refs` is the number of live
+//!    guards and whoever brings it to zero frees the cache.
+//! 3. A magazine holds at most `allotted` buffers, each place lent by the
+//!    store (the store's invariant 4), so thread caches stay within the
+//!    pool's bounds and budget.
+//! 4. A cache is in its pool's registry (and its counters are summed by
+//!    stats) from creation until it retires, when its event counters are
+//!    folded into the pool's retired counters under the same lock.
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+
+use ebb_core::sync::{AtomicI64, AtomicU64, Ordering, fence};
+
+use crate::buffer::BufferShared;
+use crate::raw::RawBuf;
+use crate::stripe::OwnerCounter;
+
+/// The owner of the pool-wide fallback cache: no thread has this token.
+const NO_OWNER: u64 = 0;
+
+/// Added to `shared_refs` at creation and taken off at the merge
+/// (invariant 2).
+const BIAS: i64 = 1 << 62;
+
+/// Buffers a magazine may hold in one tier: this many bytes' worth, at
+/// least 1 and at most [`MAGAZINE_MAX_ITEMS`].
+const MAGAZINE_BYTES: usize = 256 << 10;
+const MAGAZINE_MAX_ITEMS: usize = 16;
+
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(NO_OWNER + 1);
+
+thread_local! {
+    /// This thread's token; 0 until first asked. No destructor, so it
+    /// stays readable while other thread-locals are torn down.
+    static TOKEN: Cell<u64> = const { Cell::new(NO_OWNER) };
+    /// The cache used last: (pool, cache). Cleared before any cache of
+    /// this thread is freed.
+    static MRU: Cell<(*const BufferShared, *const LocalCache)> =
+        const { Cell::new((ptr::null(), ptr::null())) };
+    /// Every cache this thread owns; retired when the thread exits.
+    static REGISTRY: RefCell<Registry> = const { RefCell::new(Registry(Vec::new())) };
+}
+
+/// This thread's token (never 0, never reused).
+#[inline]
+pub(crate) fn thread_token() -> u64 {
+    TOKEN.with(|t| {
+        let v = t.get();
+        if v != NO_OWNER {
+            return v;
+        }
+        let v = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+        t.set(v);
+        v
+    })
+}
+
+/// Per-tier event counters of one cache, written by its owner only.
+#[derive(Default)]
+pub(crate) struct LocalCounters {
+    pub(crate) gets: OwnerCounter,
+    pub(crate) hits: OwnerCounter,
+    pub(crate) puts: OwnerCounter,
+    pub(crate) retained: OwnerCounter,
+    pub(crate) retained_bytes: OwnerCounter,
+}
+
+struct Magazine {
+    /// At most `allotted` (invariant 3).
+    items: Vec<RawBuf>,
+    allotted: usize,
+    /// The stripe the places came from.
+    stripe: usize,
+    /// How many places to ask for.
+    target: usize,
+    /// Asked since the last flush (a refusal is not retried until then).
+    asked: bool,
+    /// Gets served here since the store's adaptive window last heard.
+    window_gets: u64,
+}
+
+/// The owner-only part (invariant 1).
+struct Owned {
+    local_refs: i64,
+    exited: bool,
+    /// The pool's trim epoch this cache has caught up with.
+    epoch: u64,
+    mags: Box<[Magazine]>,
+}
+
+/// One thread's cache of one pool; see the module docs.
+pub(crate) struct LocalCache {
+    owner: u64,
+    pub(crate) pool: Arc<BufferShared>,
+    shared_refs: AtomicI64,
+    owned: UnsafeCell<Owned>,
+    pub(crate) counters: Box<[LocalCounters]>,
+    /// The store's adaptive interval (`u64::MAX` when adaptive is off).
+    window_interval: u64,
+}
+
+// SAFETY: `owned` is reached only on the owner thread (invariant 1), so it
+// is never accessed from two threads; every other field is immutable after
+// construction or atomic. A cache is shared between threads only through
+// raw pointers held by guards, whose lifetime the reference counts govern.
+unsafe impl Sync for LocalCache {}
+// SAFETY: as above; a cache is freed by whichever thread drops the last
+// reference, and nothing in it is tied to the thread that made it.
+unsafe impl Send for LocalCache {}
+
+impl LocalCache {
+    fn new(owner: u64, pool: Arc<BufferShared>, refs: i64) -> Box<LocalCache> {
+        let tiers = pool.tiers.len();
+        let mags = pool
+            .tiers
+            .iter()
+            .map(|&size| Magazine {
+                items: Vec::new(),
+                allotted: 0,
+                stripe: 0,
+                target: (MAGAZINE_BYTES / size).clamp(1, MAGAZINE_MAX_ITEMS),
+                asked: false,
+                window_gets: 0,
+            })
+            .collect();
+        let epoch = pool.epoch.load(Ordering::Relaxed);
+        let window_interval = pool.store.adaptive_interval().unwrap_or(u64::MAX);
+        Box::new(LocalCache {
+            owner,
+            pool,
+            shared_refs: AtomicI64::new(refs),
+            owned: UnsafeCell::new(Owned {
+                local_refs: 1, // the registry's hold
+                exited: false,
+                epoch,
+                mags,
+            }),
+            counters: (0..tiers).map(|_| LocalCounters::default()).collect(),
+            window_interval,
+        })
+    }
+
+    /// The pool-wide cache no thread owns: guards made where no thread
+    /// cache can be used count on it atomically. Starts with one reference,
+    /// the pool handle's.
+    pub(crate) fn new_fallback(pool: Arc<BufferShared>) -> NonNull<LocalCache> {
+        NonNull::from(Box::leak(LocalCache::new(NO_OWNER, pool, 1)))
+    }
+
+    /// Counts one more guard on the fallback cache.
+    pub(crate) fn acquire_shared(&self) {
+        self.shared_refs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Gives up one reference counted in `shared_refs`; frees the cache if
+    /// it was the last (invariant 2).
+    ///
+    /// # Safety
+    ///
+    /// - `cache` points to a live cache and the caller owns one reference
+    ///   counted in `shared_refs` (or merged into it);
+    /// - the caller does not use `cache` afterwards.
+    pub(crate) unsafe fn release_shared(cache: NonNull<LocalCache>) {
+        // SAFETY: live by the caller's reference.
+        let refs = unsafe { &cache.as_ref().shared_refs };
+        if refs.fetch_sub(1, Ordering::Release) == 1 {
+            // Every other holder's uses happen before its release.
+            fence(Ordering::Acquire);
+            // SAFETY: the count reached zero, so no guard, registry or
+            // pool handle refers to the cache any more, and it came from
+            // `Box::leak` in `cache_for`/`new_fallback`.
+            drop(unsafe { Box::from_raw(cache.as_ptr()) });
+        }
+    }
+
+    /// The owner-only part, when called on the owner thread before it
+    /// retired the cache.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds no other reference to the owner-only part (each
+    /// pool entry point takes it once, and they do not re-enter each
+    /// other: nothing they call runs user code or another pool call).
+    #[inline]
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "an UnsafeCell owned by one thread; the caller upholds uniqueness (# Safety)"
+    )]
+    unsafe fn owned_here(&self) -> Option<&mut Owned> {
+        if self.owner != thread_token() {
+            return None;
+        }
+        // SAFETY: this is the owner thread (invariant 1), and by the
+        // caller's guarantee no other reference to `owned` is live.
+        let owned = unsafe { &mut *self.owned.get() };
+        (!owned.exited).then_some(owned)
+    }
+
+    /// A buffer of tier `t` from this thread's magazine, counted as a get
+    /// and a hit; `None` off the owner thread or with an empty magazine.
+    /// The guard's reference is counted separately ([`acquire`](Self::acquire)).
+    #[inline]
+    pub(crate) fn take_local(&self, t: usize) -> Option<RawBuf> {
+        // SAFETY: the only reference to the owner-only part in this call.
+        let owned = unsafe { self.owned_here() }?;
+        self.catch_up(owned);
+        let mag = &mut owned.mags[t];
+        let buf = mag.items.pop()?;
+        // Every hit here is a hit for adaptive sizing too; the store hears
+        // of them in batches of its interval.
+        mag.window_gets += 1;
+        if mag.window_gets >= self.window_interval {
+            self.pool
+                .store
+                .feed_window(t, mag.window_gets, mag.window_gets);
+            mag.window_gets = 0;
+        }
+        let c = &self.counters[t];
+        c.gets.add(1);
+        c.hits.add(1);
+        c.retained.sub(1);
+        c.retained_bytes.sub(buf.cap() as u64);
+        Some(buf)
+    }
+
+    /// Counts a guard made by this thread on this cache.
+    ///
+    /// Only on the owner thread before it retired (checked: falls back to
+    /// the atomic count otherwise).
+    #[inline]
+    pub(crate) fn acquire(&self) {
+        // SAFETY: the only reference to the owner-only part in this call.
+        match unsafe { self.owned_here() } {
+            Some(owned) => owned.local_refs += 1,
+            None => self.acquire_shared(),
+        }
+    }
+
+    /// Takes back a guard's buffer of tier `t` (`None` for oversized, which
+    /// is freed) and its reference.
+    ///
+    /// # Safety
+    ///
+    /// - `cache` points to a live cache, and the caller owns one reference
+    ///   to it (the guard's);
+    /// - the caller does not use `cache` afterwards.
+    #[inline]
+    pub(crate) unsafe fn release(cache: NonNull<LocalCache>, t: Option<usize>, buf: RawBuf) {
+        // SAFETY: live by the caller's reference.
+        let this = unsafe { cache.as_ref() };
+        // SAFETY: the only reference to the owner-only part in this call.
+        if let Some(owned) = unsafe { this.owned_here() } {
+            // By invariant 2 the registry's hold keeps the cache alive past
+            // this plain decrement.
+            owned.local_refs -= 1;
+            match t {
+                Some(t) => this.put_local(owned, t, buf),
+                None => drop(buf),
+            }
+            return;
+        }
+        if let Some(t) = t {
+            this.pool.store.give(t, buf);
+        }
+        // SAFETY: the caller's reference, not used again.
+        unsafe { LocalCache::release_shared(cache) };
+    }
+
+    #[inline]
+    fn put_local(&self, owned: &mut Owned, t: usize, buf: RawBuf) {
+        self.catch_up(owned);
+        let mag = &mut owned.mags[t];
+        if mag.items.len() >= mag.allotted && !self.allot(mag, t) {
+            self.pool.store.give(t, buf);
+            return;
+        }
+        let c = &self.counters[t];
+        c.puts.add(1);
+        c.retained.add(1);
+        c.retained_bytes.add(buf.cap() as u64);
+        mag.items.push(buf);
+    }
+
+    /// Asks the store for the magazine's places, once per flush cycle.
+    #[cold]
+    fn allot(&self, mag: &mut Magazine, t: usize) -> bool {
+        if mag.asked {
+            return false;
+        }
+        mag.asked = true;
+        let (stripe, granted) = self.pool.store.try_allot(t, self.pool.tiers[t], mag.target);
+        if granted == 0 {
+            return false;
+        }
+        mag.stripe = stripe;
+        mag.allotted = granted;
+        true
+    }
+
+    /// Flushes the magazines when the pool was trimmed since last time.
+    #[inline]
+    fn catch_up(&self, owned: &mut Owned) {
+        if owned.epoch != self.pool.epoch.load(Ordering::Relaxed) {
+            self.flush(owned, false);
+        }
+    }
+
+    /// Empties every magazine and gives the places back: the buffers go to
+    /// the store (`give_back`) or are freed. Returns the bytes freed.
+    #[cold]
+    fn flush(&self, owned: &mut Owned, give_back: bool) -> usize {
+        owned.epoch = self.pool.epoch.load(Ordering::Relaxed);
+        let mut freed = 0;
+        for (t, mag) in owned.mags.iter_mut().enumerate() {
+            let size = self.pool.tiers[t];
+            let items = std::mem::take(&mut mag.items);
+            let c = &self.counters[t];
+            c.retained.sub(items.len() as u64);
+            c.retained_bytes.sub((items.len() * size) as u64);
+            self.pool.store.unallot(mag.stripe, t, mag.allotted, size);
+            mag.allotted = 0;
+            mag.asked = false;
+            for buf in items {
+                if give_back {
+                    self.pool.store.adopt(t, buf);
+                } else {
+                    freed += buf.cap();
+                    drop(buf);
+                }
+            }
+        }
+        freed
+    }
+}
+
+/// The caches one thread owns; retires them when the thread exits.
+struct Registry(Vec<NonNull<LocalCache>>);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        MRU.with(|m| m.set((ptr::null(), ptr::null())));
+        for cache in self.0.drain(..) {
+            // SAFETY: registered caches are live (the registry holds a
+            // reference) and owned by this, the exiting, thread.
+            unsafe { retire(cache, true) };
+        }
+    }
+}
+
+/// Retires a cache of this thread: flushes it, unregisters it from its
+/// pool, and merges its counts (invariant 2).
+///
+/// # Safety
+///
+/// `cache` is live, owned by this thread, not yet retired, and the
+/// registry's reference to it is given up here.
+unsafe fn retire(cache: NonNull<LocalCache>, give_back: bool) {
+    // SAFETY: live, by the registry's reference.
+    let this = unsafe { cache.as_ref() };
+    // SAFETY: this is the owner thread and the cache is not retired
+    // (invariant 1); no other reference to `owned` is live.
+    let owned = unsafe { &mut *this.owned.get() };
+    this.flush(owned, give_back);
+    owned.exited = true;
+    this.pool.unregister(cache.as_ptr(), &this.counters);
+    owned.local_refs -= 1; // the registry's hold
+    let delta = owned.local_refs - BIAS;
+    let before = this.shared_refs.fetch_add(delta, Ordering::AcqRel);
+    if before + delta == 0 {
+        // SAFETY: no guard or registry refers to the cache any more
+        // (invariant 2), and it came from `Box::leak` in `cache_for`.
+        drop(unsafe { Box::from_raw(cache.as_ptr()) });
+    }
+}
+
+/// This thread's cache of `pool`, made on first use; `None` while the
+/// thread is being torn down.
+#[inline]
+pub(crate) fn cache_for(pool: &Arc<BufferShared>) -> Option<NonNull<LocalCache>> {
+    let key = Arc::as_ptr(pool);
+    let (k, cache) = MRU.with(Cell::get);
+    if k == key {
+        // SAFETY: MRU points only at a registered cache of this thread
+        // (it is cleared before any is freed).
+        return Some(unsafe { NonNull::new_unchecked(cache.cast_mut()) });
+    }
+    cache_for_slow(pool)
+}
+
+#[cold]
+fn cache_for_slow(pool: &Arc<BufferShared>) -> Option<NonNull<LocalCache>> {
+    let key = Arc::as_ptr(pool);
+    REGISTRY
+        .try_with(|registry| {
+            let mut registry = registry.try_borrow_mut().ok()?;
+            MRU.with(|m| m.set((ptr::null(), ptr::null())));
+            // Caches of pools nobody holds any more give their buffers
+            // back now instead of at thread exit.
+            registry.0.retain(|&cache| {
+                // SAFETY: registered caches are live.
+                let closed = unsafe { cache.as_ref() }.pool.is_closed();
+                if closed {
+                    // SAFETY: owned by this thread, registered, not retired.
+                    unsafe { retire(cache, false) };
+                }
+                !closed
+            });
+            let found = registry
+                .0
+                .iter()
+                // SAFETY: registered caches are live.
+                .find(|c| ptr::eq(Arc::as_ptr(&unsafe { c.as_ref() }.pool), key))
+                .copied();
+            let cache = match found {
+                Some(cache) => cache,
+                None => {
+                    let cache = NonNull::from(Box::leak(LocalCache::new(
+                        thread_token(),
+                        Arc::clone(pool),
+                        BIAS,
+                    )));
+                    pool.register(cache.as_ptr());
+                    registry.0.push(cache);
+                    cache
+                }
+            };
+            MRU.with(|m| m.set((key, cache.as_ptr())));
+            Some(cache)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Flushes this thread's cache of `pool`, freeing its buffers; returns the
+/// bytes freed (0 when the thread has none).
+pub(crate) fn trim_own(pool: &Arc<BufferShared>) -> usize {
+    let key = Arc::as_ptr(pool);
+    REGISTRY
+        .try_with(|registry| {
+            let registry = registry.try_borrow().ok()?;
+            let cache = registry
+                .0
+                .iter()
+                // SAFETY: registered caches are live.
+                .find(|c| ptr::eq(Arc::as_ptr(&unsafe { c.as_ref() }.pool), key))?;
+            // SAFETY: registered caches are live.
+            let this = unsafe { cache.as_ref() };
+            // SAFETY: the only reference to the owner-only part in this call.
+            let owned = unsafe { this.owned_here() }?;
+            Some(this.flush(owned, false))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}

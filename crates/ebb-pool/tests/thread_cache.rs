@@ -1,0 +1,216 @@
+//! Thread caches: what happens when guards, threads and pools end in every
+//! order. Each test asserts on stats or on the budget, both of which count
+//! what the pool really holds.
+
+use std::sync::mpsc;
+
+use ebb_core::budget::MemoryBudget;
+use ebb_pool::{AdaptiveConfig, BufferPool, PoolConfig};
+use proptest::prelude::*;
+
+fn pool_with(budget: &MemoryBudget) -> BufferPool {
+    BufferPool::new(
+        PoolConfig::small_records()
+            .with_zero_on_return(false)
+            .with_budget(budget, "pool:test"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_thread_serves_itself_from_its_magazine() {
+    let pool = BufferPool::new(PoolConfig::small_records()).unwrap();
+    drop(pool.get(100));
+    for _ in 0..100 {
+        drop(pool.get(100));
+    }
+    let t = pool.stats().tiers[1];
+    assert_eq!((t.gets, t.hits, t.puts, t.in_use), (101, 100, 101, 0));
+    assert_eq!(t.retained, 1);
+}
+
+#[test]
+fn an_exiting_thread_hands_its_buffers_to_the_store() {
+    let pool = BufferPool::new(PoolConfig::small_records()).unwrap();
+    let p = pool.clone();
+    std::thread::spawn(move || {
+        let held: Vec<_> = (0..4).map(|_| p.get(1000)).collect();
+        drop(held);
+    })
+    .join()
+    .unwrap();
+    let t = pool.stats().tiers[2];
+    assert_eq!(
+        (t.gets, t.puts, t.in_use),
+        (4, 4, 0),
+        "counts survive the thread"
+    );
+    assert_eq!(t.retained, 4, "the buffers went to the store, not away");
+    // And this thread reuses them.
+    let again: Vec<_> = (0..4).map(|_| pool.get(1000)).collect();
+    assert_eq!(pool.stats().tiers[2].hits, 4);
+    drop(again);
+}
+
+#[test]
+fn a_guard_outlives_the_thread_that_made_it() {
+    let pool = BufferPool::new(PoolConfig::small_records()).unwrap();
+    let p = pool.clone();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = p.get(10);
+        buf.fill(3);
+        tx.send(buf).unwrap();
+    })
+    .join()
+    .unwrap();
+    let buf = rx.recv().unwrap();
+    assert_eq!(&buf[..], &[3; 10]);
+    assert_eq!(pool.stats().total.in_use, 1);
+    drop(buf); // frees the dead thread's cache: its last reference
+    let stats = pool.stats();
+    assert_eq!((stats.total.in_use, stats.total.retained), (0, 1));
+}
+
+#[test]
+fn a_dropped_pool_gives_its_memory_back_at_the_next_pool_call() {
+    let budget = MemoryBudget::unlimited();
+    let pool = pool_with(&budget);
+    let held: Vec<_> = (0..8).map(|_| pool.get(4000)).collect();
+    drop(held);
+    assert!(budget.reserved_bytes() >= 8 * 4096);
+    drop(pool);
+    // This thread's cache still holds the pool's buffers...
+    assert!(budget.reserved_bytes() > 0);
+    // ...until this thread touches any pool.
+    let other = BufferPool::new(PoolConfig::small_records()).unwrap();
+    drop(other.get(1));
+    assert_eq!(
+        budget.reserved_bytes(),
+        0,
+        "the closed pool's cache was swept"
+    );
+}
+
+#[test]
+fn a_dropped_pool_outlived_by_its_guards_frees_everything_when_they_drop() {
+    let budget = MemoryBudget::unlimited();
+    let pool = pool_with(&budget);
+    let guard = pool.get(4000);
+    let arrow = pool.get(8).into_arrow_buffer();
+    drop(pool);
+    drop(guard);
+    drop(arrow);
+    let other = BufferPool::new(PoolConfig::small_records()).unwrap();
+    drop(other.get(1));
+    assert_eq!(budget.reserved_bytes(), 0);
+}
+
+#[test]
+fn trim_frees_other_threads_caches_at_their_next_call() {
+    let pool = BufferPool::new(PoolConfig::small_records().with_zero_on_return(false)).unwrap();
+    let (go, wait) = mpsc::channel::<()>();
+    let (done, finished) = mpsc::channel::<()>();
+    let p = pool.clone();
+    let worker = std::thread::spawn(move || {
+        let held: Vec<_> = (0..4).map(|_| p.get(1000)).collect();
+        drop(held);
+        done.send(()).unwrap();
+        wait.recv().unwrap();
+        drop(p.get(1000)); // the next call: flushes, then serves
+        done.send(()).unwrap();
+        wait.recv().unwrap();
+    });
+    finished.recv().unwrap();
+    assert_eq!(pool.stats().tiers[2].retained, 4);
+    pool.trim();
+    assert_eq!(
+        pool.stats().tiers[2].retained,
+        4,
+        "not the worker's to free yet"
+    );
+    go.send(()).unwrap();
+    finished.recv().unwrap();
+    assert!(pool.stats().tiers[2].retained <= 1, "the worker flushed");
+    go.send(()).unwrap();
+    worker.join().unwrap();
+}
+
+#[test]
+fn magazines_stay_within_the_tier_cap() {
+    let pool = BufferPool::new(
+        PoolConfig::small_records()
+            .with_max_retained(12)
+            .with_adaptive(AdaptiveConfig::disabled()),
+    )
+    .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let held: Vec<_> = (0..10).map(|_| pool.get(64)).collect();
+                drop(held);
+                let t = pool.stats().tiers[0];
+                assert!(t.retained <= 12, "retained {} over the cap", t.retained);
+            });
+        }
+    });
+    let t = pool.stats().tiers[0];
+    assert!(t.retained <= 12);
+    assert_eq!(t.in_use, 0);
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Get(usize),
+    Drop(usize),
+    Trim,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0usize..5000).prop_map(Op::Get),
+        4 => any::<usize>().prop_map(Op::Drop),
+        1 => Just(Op::Trim),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 128 }))]
+
+    /// With thread caches on, the counters still balance: gets = hits +
+    /// misses, in_use = guards out, and retention stays within its bounds.
+    #[test]
+    fn counters_balance_with_thread_caches(ops in prop::collection::vec(op(), 1..150)) {
+        let pool = BufferPool::new(
+            PoolConfig::small_records()
+                .with_max_retained(6)
+                .with_max_total_retained_bytes(16 << 10),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        for op in ops {
+            match op {
+                Op::Get(len) => {
+                    let buf = pool.get(len);
+                    prop_assert!(buf.iter().all(|&b| b == 0));
+                    out.push(buf);
+                }
+                Op::Drop(i) if !out.is_empty() => {
+                    let mut buf = out.swap_remove(i % out.len());
+                    buf.fill(0xee);
+                }
+                Op::Trim => {
+                    pool.trim();
+                }
+                _ => {}
+            }
+            let s = pool.stats();
+            prop_assert_eq!(s.total.gets, s.total.hits + s.total.misses);
+            prop_assert_eq!(s.total.in_use + s.oversized_in_use, out.len() as u64);
+            prop_assert!(s.total.retained_bytes <= 16 << 10);
+            for t in &s.tiers {
+                prop_assert!(t.retained as usize <= t.cap.max(6));
+            }
+        }
+    }
+}
