@@ -19,6 +19,27 @@ bench:
     cargo run --release -p ebb-bench --bin peers -- fragmentation --json
     cargo build --release -p ebb-bench --bins
     cargo run --release -p ebb-bench --bin peers -- pool --json
+    cargo run --release -p ebb-bench --bin peers -- leak-overhead --json
+
+# What ebb-leak costs left on: guards per level, a crc32c loop, the allocator.
+leak-overhead *ARGS:
+    cargo build --release -p ebb-bench --bins
+    cargo run --release -p ebb-bench --bin peers -- leak-overhead --json {{ARGS}}
+
+# The planted leaks under LeakSanitizer (what it finds at exit, beside LeakCheck).
+asan-leaks:
+    RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" cargo build --example planted_leaks -p ebb-leak --target x86_64-unknown-linux-gnu
+    for s in none guard thread task fd box-leak arc-cycle; do \
+        ./target/x86_64-unknown-linux-gnu/debug/examples/planted_leaks $s 2>&1 | grep -E "leakcheck|SUMMARY" || true; \
+    done
+
+# The planted leaks under valgrind memcheck (with fd tracking).
+valgrind-leaks:
+    cargo build --example planted_leaks -p ebb-leak
+    for s in none guard thread task fd box-leak arc-cycle; do \
+        valgrind --leak-check=full --track-fds=yes ./target/debug/examples/planted_leaks $s 2>&1 \
+            | grep -E "leakcheck|definitely lost|FILE DESCRIPTORS" || true; \
+    done
 
 # The buffer pool figures (get+drop, get+fill+drop, allocation counts).
 pool *ARGS:

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod fragmentation;
+pub mod leak;
 pub mod pool;
 pub mod scenario;
 

@@ -6,15 +6,17 @@
 //! peers fragmentation [--json] [--total-bytes N] [--keep-percent P] [--seed S]
 //!       [--allocators glibc,jemalloc,mimalloc,ebb] [--max-ebb-ratio R]
 //! peers pool [--json] [--sizes 1024,65536,...] [--threads 1,2] [--millis MS]
+//! peers leak-overhead [--json] [--millis MS] [--rounds N]
 //! ```
 
 use anyhow::{Result, bail};
 use ebb_bench::args::Args;
-use ebb_bench::{fragmentation, pool, scenario};
+use ebb_bench::{fragmentation, leak, pool, scenario};
 
 const USAGE: &str = "usage: peers release [--json] [--bytes N] [--seed S] [--thp]\n       \
 peers fragmentation [--json] [--total-bytes N] [--keep-percent P] [--seed S] [--allocators A,B] [--max-ebb-ratio R]\n       \
-peers pool [--json] [--sizes 1024,65536,1048576,16777216] [--threads 1,2] [--millis 150]";
+peers pool [--json] [--sizes 1024,65536,1048576,16777216] [--threads 1,2] [--millis 150]\n       \
+peers leak-overhead [--json] [--millis 200] [--rounds 5]";
 
 fn main() -> Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
@@ -22,6 +24,7 @@ fn main() -> Result<()> {
         Some("release") => release(&args),
         Some("fragmentation") => fragmentation(&args),
         Some("pool") => pool_scenario(&args),
+        Some("leak-overhead") => leak_overhead(&args),
         Some(other) => bail!("unknown scenario {other:?}\n{USAGE}"),
         None => bail!("{USAGE}"),
     }
@@ -252,6 +255,79 @@ fn pool_scenario(args: &Args) -> Result<()> {
             "(allocation count: build it with `cargo build --release -p ebb-bench --bins` and rerun)"
         );
     }
+    Ok(())
+}
+
+fn leak_overhead(args: &Args) -> Result<()> {
+    let millis: u64 = args.value("millis", 200)?;
+    let rounds: usize = args.value("rounds", 5)?;
+    let time = std::time::Duration::from_millis(millis);
+    let mut rows = leak::guard_rows(&[1, 2], time);
+    // The allocator rows: the two sibling binaries, alternated.
+    let dir = std::env::current_exe()?;
+    let (bare, tracked) = (
+        dir.with_file_name("alloc_bare"),
+        dir.with_file_name("alloc_tracked"),
+    );
+    if bare.exists() && tracked.exists() {
+        let run = |exe: &std::path::Path| -> Result<Vec<(usize, f64)>> {
+            let out = std::process::Command::new(exe)
+                .env("EBB_ALLOC_MILLIS", millis.to_string())
+                .output()?;
+            anyhow::ensure!(out.status.success(), "{} failed", exe.display());
+            String::from_utf8(out.stdout)?
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l)?;
+                    Ok((
+                        v["threads"].as_u64().unwrap_or(0) as usize,
+                        v["ns_per_op"].as_f64().unwrap_or(f64::NAN),
+                    ))
+                })
+                .collect()
+        };
+        let mut samples: std::collections::BTreeMap<usize, (Vec<f64>, Vec<f64>)> =
+            Default::default();
+        for _ in 0..rounds {
+            for (t, ns) in run(&tracked)? {
+                samples.entry(t).or_default().0.push(ns);
+            }
+            for (t, ns) in run(&bare)? {
+                samples.entry(t).or_default().1.push(ns);
+            }
+        }
+        for (t, (mut with, mut without)) in samples {
+            rows.push(leak::OverheadRow {
+                what: "TrackingAllocator alloc+free".into(),
+                threads: t,
+                ns_per_op: leak::median(&mut with),
+                baseline_ns_per_op: leak::median(&mut without),
+            });
+        }
+    } else {
+        eprintln!("(allocator rows: `cargo build --release -p ebb-bench --bins` first)");
+    }
+    eprintln!("leak-overhead (ns per op per thread; medians of alternated runs)");
+    eprintln!(
+        "  {:<44} {:>3} {:>10} {:>10} {:>9}",
+        "what", "thr", "with", "without", "overhead"
+    );
+    for r in &rows {
+        if args.flag("json") {
+            println!("{}", r.to_json());
+        }
+        eprintln!(
+            "  {:<44} {:>3} {:>10.2} {:>10.2} {:>8.2}%",
+            r.what,
+            r.threads,
+            r.ns_per_op,
+            r.baseline_ns_per_op,
+            r.overhead_pct()
+        );
+    }
+    eprintln!(
+        "goals: Sampled(128) track+drop <= 25 ns; crc32c loop <= 2 %; TrackingAllocator <= 5 %"
+    );
     Ok(())
 }
 

@@ -35,29 +35,28 @@ static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static FREES: AtomicU64 = AtomicU64::new(0);
 static CURRENT: AtomicI64 = AtomicI64::new(0);
 static PEAK: AtomicI64 = AtomicI64::new(0);
-static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 struct Deltas {
-    allocations: Cell<u64>,
-    frees: Cell<u64>,
+    /// Allocations in the low 32 bits, frees in the high 32: one add per
+    /// operation, and their sum is the operation count (flushed long
+    /// before either half could overflow).
+    ops: Cell<u64>,
     bytes: Cell<i64>,
-    allocated_bytes: Cell<u64>,
-    ops: Cell<u32>,
     /// 0: exit flush not registered; 1: registering (re-entrant calls only
     /// count); 2: registered; 3: the thread is being torn down (flush
     /// every operation).
     exit: Cell<u8>,
 }
 
+const FREE_ONE: u64 = 1 << 32;
+const LOW: u64 = FREE_ONE - 1;
+
 thread_local! {
     static DELTAS: Deltas = const {
         Deltas {
-            allocations: Cell::new(0),
-            frees: Cell::new(0),
-            bytes: Cell::new(0),
-            allocated_bytes: Cell::new(0),
             ops: Cell::new(0),
+            bytes: Cell::new(0),
             exit: Cell::new(0),
         }
     };
@@ -77,19 +76,14 @@ impl Drop for ExitFlush {
 }
 
 fn flush(d: &Deltas) {
-    let allocations = d.allocations.replace(0);
-    let frees = d.frees.replace(0);
+    let ops = d.ops.replace(0);
     let bytes = d.bytes.replace(0);
-    let allocated = d.allocated_bytes.replace(0);
-    d.ops.set(0);
+    let (allocations, frees) = (ops & LOW, ops >> 32);
     if allocations != 0 {
         ALLOCATIONS.fetch_add(allocations, Ordering::Relaxed);
     }
     if frees != 0 {
         FREES.fetch_add(frees, Ordering::Relaxed);
-    }
-    if allocated != 0 {
-        ALLOCATED_BYTES.fetch_add(allocated, Ordering::Relaxed);
     }
     if bytes != 0 {
         let now = CURRENT.fetch_add(bytes, Ordering::Relaxed) + bytes;
@@ -97,40 +91,56 @@ fn flush(d: &Deltas) {
     }
 }
 
-/// Counts one operation in the thread's cells: `allocated` bytes handed
-/// out (0 for a free) and `freed` bytes given back (0 for an allocation).
+/// Counts an allocation of `size` bytes in the thread's cells.
 #[inline]
-fn count(allocated: usize, freed: usize) {
+fn count_alloc(size: usize) {
     let _ = DELTAS.try_with(|d| {
-        if allocated > 0 {
-            d.allocations.set(d.allocations.get() + 1);
-            d.allocated_bytes
-                .set(d.allocated_bytes.get() + allocated as u64);
-        }
-        if freed > 0 {
-            d.frees.set(d.frees.get() + 1);
-        }
-        let bytes = d.bytes.get() + allocated as i64 - freed as i64;
-        d.bytes.set(bytes);
         let ops = d.ops.get() + 1;
         d.ops.set(ops);
-        let due =
-            ops >= FLUSH_EVERY_OPS || !(-FLUSH_EVERY_BYTES..=FLUSH_EVERY_BYTES).contains(&bytes);
-        match d.exit.get() {
-            // First operation on this thread: arrange the exit flush.
-            0 => register_exit_flush(d),
-            // Torn down: nothing will flush later.
-            3 => flush(d),
-            _ => {}
-        }
-        if due {
-            flush(d);
-        }
+        let bytes = d.bytes.get() + size as i64;
+        d.bytes.set(bytes);
+        after_count(d, ops, bytes);
     });
+}
+
+/// Counts a free of `size` bytes in the thread's cells.
+#[inline]
+fn count_free(size: usize) {
+    let _ = DELTAS.try_with(|d| {
+        let ops = d.ops.get() + FREE_ONE;
+        d.ops.set(ops);
+        let bytes = d.bytes.get() - size as i64;
+        d.bytes.set(bytes);
+        after_count(d, ops, bytes);
+    });
+}
+
+#[inline]
+fn after_count(d: &Deltas, ops: u64, bytes: i64) {
+    let count = (ops & LOW) + (ops >> 32);
+    if count >= u64::from(FLUSH_EVERY_OPS)
+        || bytes.unsigned_abs() > FLUSH_EVERY_BYTES as u64
+        || d.exit.get() != 2
+    {
+        slow_count(d);
+    }
+}
+
+#[cold]
+fn slow_count(d: &Deltas) {
+    match d.exit.get() {
+        // First operation on this thread: arrange the exit flush.
+        0 => register_exit_flush(d),
+        // Registering: this is a nested allocation; it only counts.
+        1 => return,
+        _ => {}
+    }
+    flush(d);
 }
 
 #[cold]
 fn register_exit_flush(d: &Deltas) {
+    INSTALLED.store(true, Ordering::Relaxed);
     // Invariant 2: allocations made while registering only count.
     d.exit.set(1);
     let registered = EXIT_FLUSH.try_with(|_| ()).is_ok();
@@ -148,8 +158,6 @@ pub struct AllocStats {
     pub current_bytes: i64,
     /// The highest `current_bytes` seen at a flush.
     pub peak_bytes: i64,
-    /// Bytes ever allocated.
-    pub allocated_bytes: u64,
 }
 
 /// A global allocator that counts what passes through it into `A`.
@@ -182,7 +190,6 @@ pub fn stats() -> AllocStats {
         frees: FREES.load(Ordering::Relaxed),
         current_bytes: CURRENT.load(Ordering::Relaxed),
         peak_bytes: PEAK.load(Ordering::Relaxed),
-        allocated_bytes: ALLOCATED_BYTES.load(Ordering::Relaxed),
     }
 }
 
@@ -213,8 +220,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         // SAFETY: the caller's contract for `alloc` is passed on as is.
         let p = unsafe { self.inner.alloc(layout) };
         if !p.is_null() {
-            mark_installed();
-            count(layout.size(), 0);
+            count_alloc(layout.size());
         }
         p
     }
@@ -224,8 +230,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         // SAFETY: the caller's contract for `alloc_zeroed` is passed on.
         let p = unsafe { self.inner.alloc_zeroed(layout) };
         if !p.is_null() {
-            mark_installed();
-            count(layout.size(), 0);
+            count_alloc(layout.size());
         }
         p
     }
@@ -234,7 +239,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller's contract for `dealloc` is passed on.
         unsafe { self.inner.dealloc(ptr, layout) };
-        count(0, layout.size());
+        count_free(layout.size());
     }
 
     #[inline]
@@ -242,15 +247,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         // SAFETY: the caller's contract for `realloc` is passed on.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            count(new_size, layout.size());
+            count_free(layout.size());
+            count_alloc(new_size);
         }
         p
-    }
-}
-
-#[inline]
-fn mark_installed() {
-    if !INSTALLED.load(Ordering::Relaxed) {
-        INSTALLED.store(true, Ordering::Relaxed);
     }
 }

@@ -5,6 +5,7 @@ pub mod arc;
 pub mod check;
 pub mod growth;
 pub mod monitor;
+mod slots;
 pub mod tracker;
 
 pub use alloc::{AllocStats, TrackingAllocator};

@@ -6,9 +6,10 @@
 //!
 //! Costs, by level (Netty's `ResourceLeakDetector` is the model):
 //! - `Disabled`: one relaxed load per acquisition; the guard is inert.
-//! - `Sampled(n)`: every acquisition bumps a per-kind live count (one
-//!   uncontended atomic add in the thread's stripe, one sub on drop); every
-//!   nth also records site, time and a backtrace (a few microseconds).
+//! - `Sampled(n)`: every acquisition bumps a per-kind live count in the
+//!   thread's own slot (a plain load and store, no atomic read-modify-write;
+//!   see the `slots` module); every nth also records site and time, with a
+//!   backtrace captured once per [`BACKTRACE_REUSE`] recordings at a site.
 //! - `Paranoid`: every acquisition is recorded with a backtrace (tests).
 //!
 //! The tracker's own memory is bounded: at most `max_entries` recorded
@@ -16,9 +17,9 @@
 //! `max_backtraces` backtraces among them (the oldest loses its backtrace).
 //!
 //! Invariants:
-//! 1. A kind's live count is the sum of its stripe counters; every live
-//!    non-inert [`Tracked`] added exactly one to the stripe it names, and
-//!    its drop takes exactly that one off.
+//! 1. A kind's live count is the sum of its slot counters; every live
+//!    non-inert [`Tracked`] added exactly one to the slot it names, and its
+//!    drop takes exactly that one off.
 //! 2. A recorded entry is found by (slot, generation); an evicted entry's
 //!    slot gets a new generation, so a guard whose entry was evicted
 //!    neither removes nor touches another guard's entry.
@@ -27,24 +28,27 @@
 //!    outlives its tracker.
 
 use std::backtrace::Backtrace;
-use std::cell::Cell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::panic::Location;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_utils::CachePadded;
-use ebb_core::sync::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use ebb_core::sync::{AtomicU32, AtomicU64, Ordering};
 use serde::Serialize;
 
-/// Stripes of live counters; threads spread over them by a hint.
-const STRIPES: usize = 8;
+use crate::slots::{self, Counted, SlotTable};
+
 /// Kinds one tracker can count separately; later custom kinds share the
 /// last one (`"other"`).
 pub const MAX_KINDS: usize = 64;
 /// Access points kept per recorded entry (the most recent), as Netty.
 pub const MAX_TOUCHES: usize = 4;
+/// Sampled mode: a site's backtrace is reused by this many recordings
+/// before it is captured again (a capture costs microseconds).
+pub const BACKTRACE_REUSE: u32 = 64;
+/// Sampled mode: sites whose backtrace is kept for reuse.
+const MAX_SITE_BACKTRACES: usize = 1024;
 
 const BUILTIN: [&str; 7] = [
     "iterator",
@@ -178,40 +182,6 @@ impl TrackerConfig {
     }
 }
 
-thread_local! {
-    static STRIPE_HINT: Cell<usize> = const { Cell::new(usize::MAX) };
-    static SAMPLE_TICK: Cell<u32> = const { Cell::new(0) };
-}
-
-static NEXT_HINT: AtomicUsize = AtomicUsize::new(0);
-
-#[inline]
-fn stripe() -> usize {
-    STRIPE_HINT.with(|h| {
-        let mut v = h.get();
-        if v == usize::MAX {
-            v = NEXT_HINT.fetch_add(1, Ordering::Relaxed);
-            h.set(v);
-        }
-        v % STRIPES
-    })
-}
-
-/// True on every `every`th call on this thread.
-#[inline]
-fn sample(every: u32) -> bool {
-    SAMPLE_TICK.with(|t| {
-        let next = t.get() + 1;
-        if next >= every {
-            t.set(0);
-            true
-        } else {
-            t.set(next);
-            false
-        }
-    })
-}
-
 struct Touch {
     at: Instant,
     site: &'static Location<'static>,
@@ -241,6 +211,9 @@ struct Entries {
     backtraces: usize,
     evicted: u64,
     backtraces_dropped: u64,
+    /// Sampled mode: the last backtrace captured at each acquisition site
+    /// and how many recordings have reused it.
+    site_backtraces: HashMap<usize, (Arc<Backtrace>, u32)>,
 }
 
 struct TrackerInner {
@@ -251,9 +224,10 @@ struct TrackerInner {
     max_backtraces: usize,
     /// Kind names by id; 0..7 are the built-in kinds, the last is "other".
     kinds: RwLock<Vec<&'static str>>,
-    /// `live[stripe][kind]` (invariant 1).
-    live: Box<[CachePadded<[AtomicI64; MAX_KINDS]>]>,
+    /// Live counts per thread slot (invariant 1).
+    slots: SlotTable,
     acquired: AtomicU64,
+    backtraces_captured: AtomicU64,
     entries: Mutex<Entries>,
     /// Live counts at the last `check`, for growth.
     last_check: Mutex<BTreeMap<&'static str, i64>>,
@@ -308,10 +282,9 @@ impl ResourceTracker {
             max_entries: config.max_entries.max(1),
             max_backtraces: config.max_backtraces,
             kinds: RwLock::new(kinds),
-            live: (0..STRIPES)
-                .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicI64::new(0))))
-                .collect(),
+            slots: SlotTable::default(),
             acquired: AtomicU64::new(0),
+            backtraces_captured: AtomicU64::new(0),
             entries: Mutex::new(Entries::default()),
             last_check: Mutex::new(BTreeMap::new()),
         }));
@@ -358,17 +331,15 @@ impl ResourceTracker {
             return Tracked::inert();
         }
         let kind = self.inner.kind_id(kind);
-        let stripe = stripe();
-        self.inner.live[stripe][usize::from(kind)].fetch_add(1, Ordering::Relaxed);
-        let entry = if sample(every) {
-            self.inner.record(kind, label, Location::caller())
+        let (counted, sampled) = slots::acquire(&self.inner.slots, usize::from(kind), every);
+        let entry = if sampled {
+            self.inner.record(kind, label, Location::caller(), every)
         } else {
             None
         };
         Tracked {
-            tracker: Some(self.inner),
+            tracker: Some((self.inner, counted)),
             kind,
-            stripe: stripe as u8,
             entry,
         }
     }
@@ -473,6 +444,7 @@ impl ResourceTracker {
             held,
             live,
             acquired_total: inner.acquired.load(Ordering::Relaxed),
+            backtraces_captured: inner.backtraces_captured.load(Ordering::Relaxed),
             recorded,
             evicted,
             backtraces_dropped,
@@ -513,10 +485,7 @@ impl TrackerInner {
     }
 
     fn live_of(&self, kind: usize) -> i64 {
-        self.live
-            .iter()
-            .map(|s| s[kind].load(Ordering::Relaxed))
-            .sum()
+        self.slots.live(kind)
     }
 
     /// Records a sampled acquisition; `None` if recording is impossible.
@@ -526,11 +495,42 @@ impl TrackerInner {
         kind: u16,
         label: &'static str,
         site: &'static Location<'static>,
+        every: u32,
     ) -> Option<(u32, u32)> {
         self.acquired.fetch_add(1, Ordering::Relaxed);
-        // Captured outside the lock: it costs microseconds.
-        let backtrace = (self.max_backtraces > 0).then(|| Arc::new(Backtrace::force_capture()));
+        let key = std::ptr::from_ref(site) as usize;
+        // Sampled mode reuses the site's recent backtrace: one capture per
+        // BACKTRACE_REUSE recordings keeps the amortized cost of sampling
+        // in nanoseconds. Paranoid mode captures every time.
         let mut e = lock(&self.entries);
+        let reused = if every > 1 && self.max_backtraces > 0 {
+            match e.site_backtraces.get_mut(&key) {
+                Some((bt, uses)) if *uses < BACKTRACE_REUSE => {
+                    *uses += 1;
+                    Some(Arc::clone(bt))
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let captured = reused.is_none() && self.max_backtraces > 0;
+        let backtrace = if captured {
+            // Captured outside the lock: it costs microseconds.
+            drop(e);
+            self.backtraces_captured.fetch_add(1, Ordering::Relaxed);
+            let bt = Arc::new(Backtrace::force_capture());
+            e = lock(&self.entries);
+            if every > 1 {
+                if e.site_backtraces.len() >= MAX_SITE_BACKTRACES {
+                    e.site_backtraces.clear();
+                }
+                e.site_backtraces.insert(key, (Arc::clone(&bt), 1));
+            }
+            Some(bt)
+        } else {
+            reused
+        };
         while e.live >= self.max_entries {
             let Some((slot, generation)) = e.order.pop_front() else {
                 break;
@@ -572,11 +572,17 @@ impl TrackerInner {
         Some((slot, generation))
     }
 
-    fn release(&self, kind: u16, stripe: u8, entry: Option<(u32, u32)>) {
-        self.live[usize::from(stripe)][usize::from(kind)].fetch_sub(1, Ordering::Relaxed);
+    #[inline]
+    fn release(&self, kind: u16, counted: Counted, entry: Option<(u32, u32)>) {
+        slots::release(counted, usize::from(kind));
         if let Some((slot, generation)) = entry {
-            lock(&self.entries).remove(slot, generation);
+            self.forget(slot, generation);
         }
+    }
+
+    #[cold]
+    fn forget(&self, slot: u32, generation: u32) {
+        lock(&self.entries).remove(slot, generation);
     }
 
     fn touch(&self, (slot, generation): (u32, u32), site: &'static Location<'static>) {
@@ -646,9 +652,8 @@ impl Entries {
 /// A tracked resource; dropping it releases it. Inert (costs nothing on
 /// drop) when tracking was disabled at acquisition.
 pub struct Tracked {
-    tracker: Option<&'static TrackerInner>,
+    tracker: Option<(&'static TrackerInner, Counted)>,
     kind: u16,
-    stripe: u8,
     entry: Option<(u32, u32)>,
 }
 
@@ -658,7 +663,6 @@ impl Tracked {
         Tracked {
             tracker: None,
             kind: 0,
-            stripe: 0,
             entry: None,
         }
     }
@@ -678,7 +682,7 @@ impl Tracked {
     #[track_caller]
     #[inline]
     pub fn touch(&self) {
-        if let (Some(tracker), Some(entry)) = (self.tracker, self.entry) {
+        if let (Some((tracker, _)), Some(entry)) = (self.tracker, self.entry) {
             tracker.touch(entry, Location::caller());
         }
     }
@@ -696,8 +700,8 @@ impl fmt::Debug for Tracked {
 impl Drop for Tracked {
     #[inline]
     fn drop(&mut self) {
-        if let Some(tracker) = self.tracker {
-            tracker.release(self.kind, self.stripe, self.entry);
+        if let Some((tracker, counted)) = self.tracker {
+            tracker.release(self.kind, counted, self.entry);
         }
     }
 }
@@ -758,6 +762,9 @@ pub struct LeakReport {
     pub live: Vec<KindCount>,
     /// Acquisitions recorded since the tracker was made.
     pub acquired_total: u64,
+    /// Backtraces captured since the tracker was made (sampled mode reuses
+    /// a site's backtrace for [`BACKTRACE_REUSE`] recordings).
+    pub backtraces_captured: u64,
     /// Recorded guards alive now.
     pub recorded: usize,
     /// Recorded entries evicted to stay under `max_entries`.

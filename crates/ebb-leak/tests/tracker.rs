@@ -168,3 +168,60 @@ fn a_guard_dropped_on_another_thread_is_released() {
     assert_eq!(tracker.live(ResourceKind::Thread), 0);
     assert!(tracker.check(Duration::ZERO).is_clean());
 }
+
+#[test]
+fn sampled_mode_reuses_a_sites_backtrace() {
+    let tracker = ResourceTracker::new(
+        "reuse",
+        TrackerConfig::default().with_level(TrackingLevel::Sampled(2)),
+    );
+    let held: Vec<_> = (0..400)
+        .map(|_| tracker.track(ResourceKind::Buffer, "b"))
+        .collect();
+    let report = tracker.check(Duration::ZERO);
+    assert_eq!(report.recorded, 200);
+    assert_eq!(
+        report.backtraces_captured, 4,
+        "one capture per 64 recordings at one site"
+    );
+    assert!(report.held[0].backtrace.is_some());
+    drop(held);
+}
+
+#[test]
+fn guards_outliving_their_thread_and_reused_slots_count_exactly() {
+    let tracker = ResourceTracker::new(
+        "slots",
+        TrackerConfig::default().with_level(TrackingLevel::Sampled(1000)),
+    );
+    // Guards made on threads that exit, dropped here later.
+    let mut kept = Vec::new();
+    for _ in 0..20 {
+        let t = tracker;
+        kept.push(
+            std::thread::spawn(move || {
+                let a = t.track(ResourceKind::Task, "kept");
+                drop(t.track(ResourceKind::Task, "dropped at home"));
+                a
+            })
+            .join()
+            .unwrap(),
+        );
+    }
+    assert_eq!(tracker.live(ResourceKind::Task), 20);
+    // New threads reuse the released slots and count on top.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let held: Vec<_> = (0..100)
+                    .map(|_| tracker.track(ResourceKind::Task, "churn"))
+                    .collect();
+                assert!(tracker.live(ResourceKind::Task) >= 120);
+                drop(held);
+            });
+        }
+    });
+    assert_eq!(tracker.live(ResourceKind::Task), 20);
+    drop(kept);
+    assert_eq!(tracker.live(ResourceKind::Task), 0);
+}

@@ -88,8 +88,9 @@ pub(crate) struct LocalCounters {
     pub(crate) gets: OwnerCounter,
     pub(crate) hits: OwnerCounter,
     pub(crate) puts: OwnerCounter,
+    /// Buffers in the magazine (all of the tier's size, so bytes are
+    /// this times the size).
     pub(crate) retained: OwnerCounter,
-    pub(crate) retained_bytes: OwnerCounter,
 }
 
 struct Magazine {
@@ -224,8 +225,8 @@ impl LocalCache {
     }
 
     /// A buffer of tier `t` from this thread's magazine, counted as a get
-    /// and a hit; `None` off the owner thread or with an empty magazine.
-    /// The guard's reference is counted separately ([`acquire`](Self::acquire)).
+    /// and a hit, with the guard's reference counted; `None` (nothing
+    /// counted) off the owner thread or with an empty magazine.
     #[inline]
     pub(crate) fn take_local(&self, t: usize) -> Option<RawBuf> {
         // SAFETY: the only reference to the owner-only part in this call.
@@ -246,7 +247,7 @@ impl LocalCache {
         c.gets.add(1);
         c.hits.add(1);
         c.retained.sub(1);
-        c.retained_bytes.sub(buf.cap() as u64);
+        owned.local_refs += 1;
         Some(buf)
     }
 
@@ -304,7 +305,6 @@ impl LocalCache {
         let c = &self.counters[t];
         c.puts.add(1);
         c.retained.add(1);
-        c.retained_bytes.add(buf.cap() as u64);
         mag.items.push(buf);
     }
 
@@ -343,7 +343,6 @@ impl LocalCache {
             let items = std::mem::take(&mut mag.items);
             let c = &self.counters[t];
             c.retained.sub(items.len() as u64);
-            c.retained_bytes.sub((items.len() * size) as u64);
             self.pool.store.unallot(mag.stripe, t, mag.allotted, size);
             mag.allotted = 0;
             mag.asked = false;
