@@ -171,9 +171,11 @@ pub fn guard_rows(threads: &[usize], time: Duration) -> Vec<OverheadRow> {
 /// The allocation-heavy loop: each thread keeps a ring of 1024 boxes of
 /// 16..=4096 bytes and replaces one per op (a free and an allocation).
 pub fn alloc_loop(threads: usize, time: Duration) -> f64 {
+    /// Slots of live boxes, the size generator, the next slot.
+    type Ring = (Vec<Option<Box<[u8]>>>, Rng, usize);
     per_thread_ns(threads, time, &|_| {
         thread_local! {
-            static RING: std::cell::RefCell<(Vec<Option<Box<[u8]>>>, Rng, usize)> =
+            static RING: std::cell::RefCell<Ring> =
                 std::cell::RefCell::new(((0..1024).map(|_| None).collect(), Rng::new(3), 0));
         }
         RING.with(|r| {
