@@ -145,9 +145,14 @@ fn reports_serialize_to_json() {
 #[test]
 fn custom_kinds_past_the_table_share_other() {
     let tracker = paranoid("custom");
-    let names: Vec<&'static str> = (0..80)
-        .map(|i| &*Box::leak(format!("kind{i}").into_boxed_str()))
-        .collect();
+    // Kind names must be 'static; a static keeps them reachable (for
+    // LeakSanitizer) once the tracker's table is full.
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (0..80)
+            .map(|i| &*Box::leak(format!("kind{i}").into_boxed_str()))
+            .collect()
+    });
     let held: Vec<_> = names
         .iter()
         .map(|n| tracker.track(ResourceKind::Custom(n), "x"))

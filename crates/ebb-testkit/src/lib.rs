@@ -44,6 +44,44 @@ impl Rng {
     }
 }
 
+/// `n` clustered vectors of `dim` floats, row after row, shaped like real
+/// embeddings: `clusters` centers drawn uniformly in [-1, 1]^dim, and each
+/// point its center plus `spread` times a random 8-dimensional latent
+/// vector projected into `dim` dimensions (one projection per cluster),
+/// plus a little isotropic noise. The low intrinsic dimension matters:
+/// uniform noise in 128 dimensions makes every neighbour nearly equidistant,
+/// which no embedding model produces and no graph index can rank.
+/// Deterministic for a seed.
+pub fn clustered_vectors(
+    rng: &mut Rng,
+    n: usize,
+    dim: usize,
+    clusters: usize,
+    spread: f32,
+) -> Vec<f32> {
+    const LATENT: usize = 8;
+    let unit = |rng: &mut Rng| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+    let clusters = clusters.max(1);
+    let centers: Vec<f32> = (0..clusters * dim).map(|_| unit(rng)).collect();
+    let projections: Vec<f32> = (0..clusters * dim * LATENT).map(|_| unit(rng)).collect();
+    let scale = spread / (LATENT as f32).sqrt();
+    let mut out = Vec::with_capacity(n * dim);
+    let mut z = [0f32; LATENT];
+    for _ in 0..n {
+        let c = rng.below(clusters as u64) as usize;
+        for x in &mut z {
+            *x = unit(rng);
+        }
+        let p = &projections[c * dim * LATENT..(c + 1) * dim * LATENT];
+        for d in 0..dim {
+            let row = &p[d * LATENT..(d + 1) * LATENT];
+            let latent: f32 = row.iter().zip(&z).map(|(a, b)| a * b).sum();
+            out.push(centers[c * dim + d] + latent * scale + unit(rng) * spread * 0.02);
+        }
+    }
+    out
+}
+
 /// Runs the test `name` alone in a child process.
 ///
 /// In the parent (no `EBB_CHILD_TEST` set to `name`): re-executes this test

@@ -1,0 +1,183 @@
+//! Index configuration and its validation.
+
+use ebb_core::budget::MemoryBudget;
+
+use crate::error::{Error, Result};
+
+/// How distance is measured. Every score an index returns is a distance:
+/// lower is closer, for every metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Euclidean distance.
+    L2,
+    /// `1 - cos(a, b)`; vectors are stored normalized, and a zero vector is
+    /// refused.
+    Cosine,
+    /// `-dot(a, b)` (a true inner product, vectors stored as given).
+    Dot,
+}
+
+/// When [`VectorIndex::needs_compaction`](crate::VectorIndex::needs_compaction)
+/// asks for a rebuild.
+///
+/// The defaults follow the engines that rebuild segments: Qdrant's
+/// optimizer vacuums a segment at 20 % deleted points, Milvus compacts a
+/// segment past 20 % deleted rows, Lucene merges away deletes at a similar
+/// ratio; none bothers below about a thousand points.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RebuildPolicy {
+    /// Deleted points over all points in the graph above which to rebuild
+    /// (default 0.20).
+    pub max_deleted_ratio: f64,
+    /// Memory over `max_size_factor` times the expected bytes for the live
+    /// count triggers a rebuild (default 2.0).
+    pub max_size_factor: f64,
+    /// Below this many points (live + deleted) never ask (default 1000).
+    pub min_points: usize,
+}
+
+impl Default for RebuildPolicy {
+    fn default() -> Self {
+        RebuildPolicy {
+            max_deleted_ratio: 0.20,
+            max_size_factor: 2.0,
+            min_points: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct BudgetTarget {
+    pub(crate) budget: MemoryBudget,
+    pub(crate) consumer: String,
+}
+
+/// Configuration of a [`VectorIndex`](crate::VectorIndex).
+///
+/// ```
+/// use ebb_hnsw::{IndexConfig, Metric};
+/// let config = IndexConfig::new(128, Metric::Cosine).with_m(16).with_ef_search(64);
+/// assert_eq!(config.dim(), 128);
+/// ```
+#[derive(Clone, Debug)]
+pub struct IndexConfig {
+    pub(crate) dim: usize,
+    pub(crate) metric: Metric,
+    pub(crate) m: usize,
+    pub(crate) ef_construction: usize,
+    pub(crate) ef_search: usize,
+    pub(crate) capacity: usize,
+    pub(crate) rebuild: RebuildPolicy,
+    pub(crate) delta_capacity: usize,
+    pub(crate) budget: Option<BudgetTarget>,
+}
+
+impl IndexConfig {
+    /// `dim`-dimensional vectors under `metric`; M 16, ef_construction
+    /// 200, ef_search 64, capacity 1 000 000 live points, the default
+    /// rebuild policy, a delta segment of 256 points, no budget.
+    pub fn new(dim: usize, metric: Metric) -> IndexConfig {
+        IndexConfig {
+            dim,
+            metric,
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+            capacity: 1_000_000,
+            rebuild: RebuildPolicy::default(),
+            delta_capacity: 256,
+            budget: None,
+        }
+    }
+
+    /// Links per point and layer (2..=255; hnsw_rs reads it back as a u8).
+    pub fn with_m(mut self, m: usize) -> Self {
+        self.m = m;
+        self
+    }
+
+    /// Candidates explored while building.
+    pub fn with_ef_construction(mut self, ef: usize) -> Self {
+        self.ef_construction = ef;
+        self
+    }
+
+    /// Candidates explored per search (at least k is used).
+    pub fn with_ef_search(mut self, ef: usize) -> Self {
+        self.ef_search = ef;
+        self
+    }
+
+    /// The most live points the index takes.
+    pub fn with_capacity(mut self, points: usize) -> Self {
+        self.capacity = points;
+        self
+    }
+
+    /// When to ask for a rebuild.
+    pub fn with_rebuild(mut self, policy: RebuildPolicy) -> Self {
+        self.rebuild = policy;
+        self
+    }
+
+    /// New points held in the flat delta segment (searched by brute force)
+    /// before they are flushed into the graph in one batch.
+    pub fn with_delta_capacity(mut self, points: usize) -> Self {
+        self.delta_capacity = points;
+        self
+    }
+
+    /// Charge the index's memory (a measured per-point model of the graph,
+    /// plus the vectors it keeps) to a reservation on `budget`.
+    pub fn with_budget(mut self, budget: &MemoryBudget, consumer: impl Into<String>) -> Self {
+        self.budget = Some(BudgetTarget {
+            budget: budget.clone(),
+            consumer: consumer.into(),
+        });
+        self
+    }
+
+    /// Vector dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The metric.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(Error::InvalidConfig { reason });
+        if !(1..=65_536).contains(&self.dim) {
+            return bad(format!("dim must be 1..=65536, got {}", self.dim));
+        }
+        if !(2..=255).contains(&self.m) {
+            return bad(format!(
+                "m must be 2..=255 (hnsw_rs stores it as a u8), got {}",
+                self.m
+            ));
+        }
+        if self.ef_construction == 0 || self.ef_search == 0 {
+            return bad("ef_construction and ef_search must be > 0".into());
+        }
+        if self.capacity == 0 || self.capacity > u32::MAX as usize / 2 {
+            return bad(format!(
+                "capacity must be 1..={}, got {}",
+                u32::MAX / 2,
+                self.capacity
+            ));
+        }
+        let r = &self.rebuild;
+        let size_factor_ok = r.max_size_factor.is_finite() && r.max_size_factor >= 1.0;
+        if !(0.0..=1.0).contains(&r.max_deleted_ratio) || !size_factor_ok {
+            return bad(format!(
+                "rebuild policy: max_deleted_ratio in 0..=1 and max_size_factor >= 1, got {r:?}"
+            ));
+        }
+        if self.delta_capacity == 0 {
+            return bad("delta_capacity must be > 0".into());
+        }
+        Ok(())
+    }
+}

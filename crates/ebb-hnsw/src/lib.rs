@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod config;
+mod error;
+mod index;
+
+pub use backend::{BUILD_CHUNK, GraphBackend, GraphDistance, GraphParams, HnswRsGraph, Tombstones};
+pub use config::{IndexConfig, Metric, RebuildPolicy};
+pub use error::{Error, RebuildError, Result};
+pub use index::{IndexStats, RebuildReason, RebuildReport, VectorIndex};
