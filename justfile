@@ -20,6 +20,7 @@ bench:
     cargo build --release -p ebb-bench --bins
     cargo run --release -p ebb-bench --bin peers -- pool --json
     cargo run --release -p ebb-bench --bin peers -- leak-overhead --json
+    ./target/release/peers hnsw --json
 
 # What ebb-leak costs left on: guards per level, a crc32c loop, the allocator.
 leak-overhead *ARGS:
@@ -40,6 +41,13 @@ valgrind-leaks:
         valgrind --leak-check=full --track-fds=yes ./target/debug/examples/planted_leaks $s 2>&1 \
             | grep -E "leakcheck|definitely lost|FILE DESCRIPTORS" || true; \
     done
+
+# The vector index through its life (100k x 128 by default), then Python
+# hnswlib on the same data (pip install hnswlib numpy).
+hnsw *ARGS:
+    cargo build --release -p ebb-bench --bins
+    ./target/release/peers hnsw --json --write-data /tmp/hnsw_data {{ARGS}}
+    python3 bench/hnswlib_compare.py /tmp/hnsw_data
 
 # The buffer pool figures (get+drop, get+fill+drop, allocation counts).
 pool *ARGS:

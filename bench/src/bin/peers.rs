@@ -7,6 +7,7 @@
 //!       [--allocators glibc,jemalloc,mimalloc,ebb] [--max-ebb-ratio R]
 //! peers pool [--json] [--sizes 1024,65536,...] [--threads 1,2] [--millis MS]
 //! peers leak-overhead [--json] [--millis MS] [--rounds N]
+//! peers hnsw [--json] [--n N] [--dim D] [--nq Q] [--seed S] [--data DIR] [--write-data DIR]
 //! ```
 
 use anyhow::{Result, bail};
@@ -16,7 +17,8 @@ use ebb_bench::{fragmentation, leak, pool, scenario};
 const USAGE: &str = "usage: peers release [--json] [--bytes N] [--seed S] [--thp]\n       \
 peers fragmentation [--json] [--total-bytes N] [--keep-percent P] [--seed S] [--allocators A,B] [--max-ebb-ratio R]\n       \
 peers pool [--json] [--sizes 1024,65536,1048576,16777216] [--threads 1,2] [--millis 150]\n       \
-peers leak-overhead [--json] [--millis 200] [--rounds 5]";
+peers leak-overhead [--json] [--millis 200] [--rounds 5]\n       \
+peers hnsw [--json] [--n 100000] [--dim 128] [--nq 200] [--seed 7] [--data DIR] [--write-data DIR]";
 
 fn main() -> Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
@@ -25,6 +27,7 @@ fn main() -> Result<()> {
         Some("fragmentation") => fragmentation(&args),
         Some("pool") => pool_scenario(&args),
         Some("leak-overhead") => leak_overhead(&args),
+        Some("hnsw") => sibling("hnsw_bench"),
         Some(other) => bail!("unknown scenario {other:?}\n{USAGE}"),
         None => bail!("{USAGE}"),
     }
@@ -328,6 +331,21 @@ fn leak_overhead(args: &Args) -> Result<()> {
     eprintln!(
         "goals: Sampled(128) track+drop <= 25 ns; crc32c loop <= 2 %; TrackingAllocator <= 5 %"
     );
+    Ok(())
+}
+
+/// Runs a sibling binary with this command's arguments after the scenario
+/// (scenarios that need a global allocator of their own live in one).
+fn sibling(name: &str) -> Result<()> {
+    let exe = std::env::current_exe()?.with_file_name(name);
+    anyhow::ensure!(
+        exe.exists(),
+        "{name} is not built: run `cargo build --release -p ebb-bench --bins` first"
+    );
+    let status = std::process::Command::new(exe)
+        .args(std::env::args().skip(2))
+        .status()?;
+    anyhow::ensure!(status.success(), "{name} failed: {status}");
     Ok(())
 }
 

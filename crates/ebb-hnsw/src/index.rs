@@ -554,7 +554,12 @@ impl<B: GraphBackend> VectorIndex<B> {
             .chunks_exact(dim)
             .enumerate()
             .map(|(i, v)| (i as u32, v));
-        let graph = B::build_from(self.params, points, token)
+        // Size the new graph for what it will hold, not for the capacity.
+        let params = GraphParams {
+            capacity_hint: snapshot_ids.len() + snapshot_ids.len() / 8 + 1024,
+            ..self.params
+        };
+        let graph = B::build_from(params, points, token)
             .map_err(|points_built| RebuildError::Cancelled { points_built })?;
         // 3. Swap: apply what happened meanwhile, then replace.
         let _flush = self.flush.lock();

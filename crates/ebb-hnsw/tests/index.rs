@@ -324,3 +324,49 @@ fn rebuild_under_load_keeps_every_write() {
         }
     }
 }
+
+#[test]
+fn a_rebuild_cancelled_midway_changes_nothing() {
+    let dim = 32;
+    let mut rng = Rng::new(5);
+    let data = clustered_vectors(&mut rng, 6000, dim, 16, 0.3);
+    let index =
+        VectorIndex::new(IndexConfig::new(dim, Metric::L2).with_ef_construction(100)).unwrap();
+    let points: Vec<(u64, &[f32])> = data
+        .chunks_exact(dim)
+        .enumerate()
+        .map(|(i, v)| (i as u64, v))
+        .collect();
+    index
+        .insert_batch(&points, &CancellationToken::new())
+        .unwrap();
+    for i in 0..3000u64 {
+        index.delete(i);
+    }
+    let before = index.stats();
+    let token = CancellationToken::new();
+    let result = std::thread::scope(|s| {
+        let t = token.clone();
+        let index = &index;
+        let worker = s.spawn(move || index.rebuild(None, &t).map(|r| r.points_built));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        token.cancel();
+        worker.join().unwrap()
+    });
+    match result {
+        // Either it finished first (a fast machine) or it stopped.
+        Ok(built) => assert_eq!(built, 3000),
+        Err(RebuildError::Cancelled { points_built }) => {
+            assert!(points_built < 3000);
+            let after = index.stats();
+            assert_eq!(
+                (after.live, after.deleted, after.generation),
+                (before.live, before.deleted, 0)
+            );
+            let hits = index.search(&data[3000 * dim..3001 * dim], 10).unwrap();
+            assert_eq!(hits.len(), 10);
+            assert!(hits.iter().all(|h| h.0 >= 3000));
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
