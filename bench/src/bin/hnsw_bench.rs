@@ -291,9 +291,7 @@ fn main() -> Result<()> {
 
     // Rebuild with all threads.
     let start = Instant::now();
-    let report = index
-        .rebuild(index.needs_compaction(), &CancellationToken::new())
-        .expect("rebuild");
+    let report = index.rebuild(&CancellationToken::new()).expect("rebuild");
     let rebuild_secs = start.elapsed().as_secs_f64();
     let drop_start = Instant::now();
     drop(report.retired);
@@ -312,7 +310,7 @@ fn main() -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     let mut busy = std::thread::scope(|s| {
         let searcher = s.spawn(|| latencies(&index, &data, &stop, 200));
-        let report = pool.install(|| index.rebuild(None, &CancellationToken::new()));
+        let report = pool.install(|| index.rebuild(&CancellationToken::new()));
         stop.store(true, Ordering::Relaxed);
         drop(report.expect("rebuild"));
         searcher.join().expect("searcher")
@@ -326,7 +324,7 @@ fn main() -> Result<()> {
         let t = token.clone();
         let index = &index;
         let worker = s.spawn(move || {
-            let r = index.rebuild(None, &t);
+            let r = index.rebuild(&t);
             (r.is_err(), Instant::now())
         });
         std::thread::sleep(Duration::from_millis(200));

@@ -518,17 +518,15 @@ impl<B: GraphBackend> VectorIndex<B> {
 
     /// Builds a fresh graph from the live points while searches and writes
     /// continue on the current one, then swaps (see the crate docs for the
-    /// protocol). `reason` is recorded in stats.
+    /// protocol). What [`needs_compaction`](Self::needs_compaction) said at
+    /// the start is recorded in stats as the reason.
     ///
     /// # Errors
     ///
     /// [`RebuildError::Cancelled`] (checked between chunks of at most
     /// 1000 points; nothing visible changed), [`RebuildError::AlreadyRunning`].
-    pub fn rebuild(
-        &self,
-        reason: Option<RebuildReason>,
-        token: &CancellationToken,
-    ) -> Result<RebuildReport<B>, RebuildError> {
+    pub fn rebuild(&self, token: &CancellationToken) -> Result<RebuildReport<B>, RebuildError> {
+        let reason = self.needs_compaction();
         let _one = self
             .rebuilding
             .try_lock()

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ebb_core::budget::MemoryBudget;
-use ebb_hnsw::{Error, IndexConfig, Metric, RebuildError, VectorIndex};
+use ebb_hnsw::{Error, IndexConfig, Metric, RebuildError, RebuildReason, VectorIndex};
 use ebb_testkit::{Rng, clustered_vectors};
 use tokio_util::sync::CancellationToken;
 
@@ -194,9 +194,7 @@ fn recall_at_10_fresh_after_deletes_and_after_rebuild() {
     let after_deletes = mean_recall(&live);
     assert!(index.needs_compaction().is_some());
 
-    let report = index
-        .rebuild(index.needs_compaction(), &CancellationToken::new())
-        .unwrap();
+    let report = index.rebuild(&CancellationToken::new()).unwrap();
     assert_eq!(report.points_built, n - n / 2);
     assert_eq!(report.deleted_dropped, n / 2);
     drop(report.retired);
@@ -211,6 +209,12 @@ fn recall_at_10_fresh_after_deletes_and_after_rebuild() {
         (stats.live, stats.deleted, stats.generation),
         (n - n / 2, 0, 1)
     );
+    assert!(
+        matches!(stats.last_rebuild_reason, Some(RebuildReason::DeletedRatio { ratio }) if ratio > 0.49),
+        "{:?}",
+        stats.last_rebuild_reason
+    );
+    assert!(stats.last_rebuild.is_some());
 }
 
 #[test]
@@ -230,7 +234,7 @@ fn a_cancelled_rebuild_changes_nothing() {
     let token = CancellationToken::new();
     token.cancel();
     assert_eq!(
-        index.rebuild(None, &token).unwrap_err(),
+        index.rebuild(&token).unwrap_err(),
         RebuildError::Cancelled { points_built: 0 }
     );
     let after = index.stats();
@@ -293,7 +297,7 @@ fn rebuild_under_load_keeps_every_write() {
                 }
             }
         });
-        let report = index.rebuild(None, &CancellationToken::new()).unwrap();
+        let report = index.rebuild(&CancellationToken::new()).unwrap();
         drop(report.retired);
         stop.store(true, Ordering::Relaxed);
     });
@@ -348,7 +352,7 @@ fn a_rebuild_cancelled_midway_changes_nothing() {
     let result = std::thread::scope(|s| {
         let t = token.clone();
         let index = &index;
-        let worker = s.spawn(move || index.rebuild(None, &t).map(|r| r.points_built));
+        let worker = s.spawn(move || index.rebuild(&t).map(|r| r.points_built));
         std::thread::sleep(std::time::Duration::from_millis(5));
         token.cancel();
         worker.join().unwrap()

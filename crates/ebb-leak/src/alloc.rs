@@ -24,7 +24,10 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 
-use ebb_core::sync::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+// std's atomics, not ebb_core::sync's: these are process-wide statics of a
+// global allocator (loom's atomics are not const), not a loom-modelled
+// algorithm.
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// A thread adds its deltas to the globals after this many operations.
 pub const FLUSH_EVERY_OPS: u32 = 64;

@@ -116,7 +116,8 @@ struct ThreadState {
     sample_tick: Cell<u32>,
 }
 
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+/// Process-wide (std's atomic: a static, not loom-modelled state).
+static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 thread_local! {
     static STATE: ThreadState = const {

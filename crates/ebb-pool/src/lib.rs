@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod biased;
 mod buffer;
 mod config;
 mod error;
@@ -16,3 +17,9 @@ pub use error::{Error, Result};
 pub use object::{ObjectPool, Pooled, Recycle};
 pub use raw::BUFFER_ALIGN;
 pub use stats::{PoolStats, TierStats};
+
+#[doc(hidden)]
+pub mod __private {
+    //! Internals exposed for the loom model only; not part of the API.
+    pub use crate::biased::BiasedCount;
+}

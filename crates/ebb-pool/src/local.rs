@@ -36,8 +36,9 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
-use ebb_core::sync::{AtomicI64, AtomicU64, Ordering, fence};
+use ebb_core::sync::{AtomicU64, Ordering};
 
+use crate::biased::BiasedCount;
 use crate::buffer::BufferShared;
 use crate::raw::RawBuf;
 use crate::stripe::OwnerCounter;
@@ -45,16 +46,13 @@ use crate::stripe::OwnerCounter;
 /// The owner of the pool-wide fallback cache: no thread has this token.
 const NO_OWNER: u64 = 0;
 
-/// Added to `shared_refs` at creation and taken off at the merge
-/// (invariant 2).
-const BIAS: i64 = 1 << 62;
-
 /// Buffers a magazine may hold in one tier: this many bytes' worth, at
 /// least 1 and at most [`MAGAZINE_MAX_ITEMS`].
 const MAGAZINE_BYTES: usize = 256 << 10;
 const MAGAZINE_MAX_ITEMS: usize = 16;
 
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(NO_OWNER + 1);
+/// Process-wide (std's atomic: a static, not loom-modelled state).
+static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(NO_OWNER + 1);
 
 thread_local! {
     /// This thread's token; 0 until first asked. No destructor, so it
@@ -120,7 +118,8 @@ struct Owned {
 pub(crate) struct LocalCache {
     owner: u64,
     pub(crate) pool: Arc<BufferShared>,
-    shared_refs: AtomicI64,
+    /// The atomic half of the biased count (invariant 2).
+    shared_refs: BiasedCount,
     owned: UnsafeCell<Owned>,
     pub(crate) counters: Box<[LocalCounters]>,
     /// The store's adaptive interval (`u64::MAX` when adaptive is off).
@@ -137,7 +136,7 @@ unsafe impl Sync for LocalCache {}
 unsafe impl Send for LocalCache {}
 
 impl LocalCache {
-    fn new(owner: u64, pool: Arc<BufferShared>, refs: i64) -> Box<LocalCache> {
+    fn new(owner: u64, pool: Arc<BufferShared>, shared_refs: BiasedCount) -> Box<LocalCache> {
         let tiers = pool.tiers.len();
         let mags = pool
             .tiers
@@ -156,7 +155,7 @@ impl LocalCache {
         Box::new(LocalCache {
             owner,
             pool,
-            shared_refs: AtomicI64::new(refs),
+            shared_refs,
             owned: UnsafeCell::new(Owned {
                 local_refs: 1, // the registry's hold
                 exited: false,
@@ -172,12 +171,16 @@ impl LocalCache {
     /// cache can be used count on it atomically. Starts with one reference,
     /// the pool handle's.
     pub(crate) fn new_fallback(pool: Arc<BufferShared>) -> NonNull<LocalCache> {
-        NonNull::from(Box::leak(LocalCache::new(NO_OWNER, pool, 1)))
+        NonNull::from(Box::leak(LocalCache::new(
+            NO_OWNER,
+            pool,
+            BiasedCount::unowned(1),
+        )))
     }
 
     /// Counts one more guard on the fallback cache.
     pub(crate) fn acquire_shared(&self) {
-        self.shared_refs.fetch_add(1, Ordering::Relaxed);
+        self.shared_refs.acquire_remote();
     }
 
     /// Gives up one reference counted in `shared_refs`; frees the cache if
@@ -191,9 +194,7 @@ impl LocalCache {
     pub(crate) unsafe fn release_shared(cache: NonNull<LocalCache>) {
         // SAFETY: live by the caller's reference.
         let refs = unsafe { &cache.as_ref().shared_refs };
-        if refs.fetch_sub(1, Ordering::Release) == 1 {
-            // Every other holder's uses happen before its release.
-            fence(Ordering::Acquire);
+        if refs.release_remote() {
             // SAFETY: the count reached zero, so no guard, registry or
             // pool handle refers to the cache any more, and it came from
             // `Box::leak` in `cache_for`/`new_fallback`.
@@ -390,9 +391,7 @@ unsafe fn retire(cache: NonNull<LocalCache>, give_back: bool) {
     owned.exited = true;
     this.pool.unregister(cache.as_ptr(), &this.counters);
     owned.local_refs -= 1; // the registry's hold
-    let delta = owned.local_refs - BIAS;
-    let before = this.shared_refs.fetch_add(delta, Ordering::AcqRel);
-    if before + delta == 0 {
+    if this.shared_refs.merge(owned.local_refs) {
         // SAFETY: no guard or registry refers to the cache any more
         // (invariant 2), and it came from `Box::leak` in `cache_for`.
         drop(unsafe { Box::from_raw(cache.as_ptr()) });
@@ -443,7 +442,7 @@ fn cache_for_slow(pool: &Arc<BufferShared>) -> Option<NonNull<LocalCache>> {
                     let cache = NonNull::from(Box::leak(LocalCache::new(
                         thread_token(),
                         Arc::clone(pool),
-                        BIAS,
+                        BiasedCount::owned(),
                     )));
                     pool.register(cache.as_ptr());
                     registry.0.push(cache);

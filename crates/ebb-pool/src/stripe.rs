@@ -22,7 +22,8 @@ thread_local! {
 }
 
 /// Hands out first hints round-robin, so the first N threads get N stripes.
-static NEXT_HINT: AtomicUsize = AtomicUsize::new(0);
+/// Process-wide (std's atomic: a static, not loom-modelled state).
+static NEXT_HINT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 #[inline]
 fn stripe_hint() -> usize {
