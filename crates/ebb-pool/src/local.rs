@@ -36,7 +36,7 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
-use ebb_core::sync::{AtomicU64, Ordering};
+use ebb_core::sync::Ordering;
 
 use crate::biased::BiasedCount;
 use crate::buffer::BufferShared;

@@ -13,7 +13,7 @@
 use std::cell::{Cell, UnsafeCell};
 
 use crossbeam_utils::CachePadded;
-use ebb_core::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use ebb_core::sync::{AtomicBool, AtomicU64, Ordering};
 
 thread_local! {
     /// This thread's preferred stripe (before masking). Moves on when the
