@@ -47,6 +47,7 @@ valgrind-leaks:
 hnsw *ARGS:
     cargo build --release -p ebb-bench --bins
     ./target/release/peers hnsw --json --write-data /tmp/hnsw_data {{ARGS}}
+    ./target/release/peers hnsw --json --backend native --data /tmp/hnsw_data
     python3 bench/hnswlib_compare.py /tmp/hnsw_data
 
 # The buffer pool figures (get+drop, get+fill+drop, allocation counts).

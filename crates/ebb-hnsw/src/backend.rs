@@ -119,6 +119,10 @@ pub trait GraphBackend: Send + Sync + Sized + 'static {
 
     /// Bytes the graph holds (measured or modelled; see the backend).
     fn memory_bytes(&self) -> usize;
+
+    /// Bytes one point costs the graph (what the index charges its budget
+    /// and expects per live point).
+    fn bytes_per_point(params: &GraphParams) -> usize;
 }
 
 /// The distance the graph sees, for each metric: non-negative and finite
@@ -293,6 +297,10 @@ impl GraphBackend for HnswRsGraph {
 
     fn memory_bytes(&self) -> usize {
         self.len * Self::model_bytes_per_point(&self.params)
+    }
+
+    fn bytes_per_point(params: &GraphParams) -> usize {
+        Self::model_bytes_per_point(params)
     }
 }
 

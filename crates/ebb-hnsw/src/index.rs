@@ -228,7 +228,7 @@ impl<B: GraphBackend> VectorIndex<B> {
     /// Bytes one point costs: the backend's model plus the vector, ids and
     /// map entry the index keeps.
     fn point_bytes(&self) -> u64 {
-        (HnswRsGraph::model_bytes_per_point(&self.params) + 4 * self.config.dim + 8 + 16) as u64
+        (B::bytes_per_point(&self.params) + 4 * self.config.dim + 8 + 16) as u64
     }
 
     /// Checks `v` and returns it as stored (normalized under Cosine).

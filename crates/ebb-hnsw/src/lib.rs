@@ -4,8 +4,10 @@ mod backend;
 mod config;
 mod error;
 mod index;
+mod native;
 
 pub use backend::{BUILD_CHUNK, GraphBackend, GraphDistance, GraphParams, HnswRsGraph, Tombstones};
 pub use config::{IndexConfig, Metric, RebuildPolicy};
 pub use error::{Error, RebuildError, Result};
 pub use index::{IndexStats, RebuildReason, RebuildReport, VectorIndex};
+pub use native::NativeGraph;

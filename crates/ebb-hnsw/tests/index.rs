@@ -10,7 +10,10 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ebb_core::budget::MemoryBudget;
-use ebb_hnsw::{Error, IndexConfig, Metric, RebuildError, RebuildReason, VectorIndex};
+use ebb_hnsw::{
+    Error, GraphBackend, HnswRsGraph, IndexConfig, Metric, NativeGraph, RebuildError,
+    RebuildReason, VectorIndex,
+};
 use ebb_testkit::{Rng, clustered_vectors};
 use tokio_util::sync::CancellationToken;
 
@@ -135,13 +138,22 @@ fn upsert_replaces_and_deleted_ids_never_come_back() {
 
 #[test]
 fn recall_at_10_fresh_after_deletes_and_after_rebuild() {
+    recall_case::<HnswRsGraph>();
+}
+
+#[test]
+fn native_recall_at_10_fresh_after_deletes_and_after_rebuild() {
+    recall_case::<NativeGraph>();
+}
+
+fn recall_case<B: GraphBackend>() {
     let n = n_points();
     let dim = 128;
     let mut rng = Rng::new(7);
     // Queries come from the same clusters as the data (one call, split).
     let mut data = clustered_vectors(&mut rng, n + 100, dim, 64, 0.3);
     let queries = data.split_off(n * dim);
-    let index = VectorIndex::new(
+    let index = VectorIndex::<B>::with_backend(
         IndexConfig::new(dim, Metric::L2)
             .with_ef_construction(100)
             .with_ef_search(64),
@@ -253,6 +265,15 @@ fn a_cancelled_rebuild_changes_nothing() {
 
 #[test]
 fn rebuild_under_load_keeps_every_write() {
+    rebuild_under_load::<HnswRsGraph>();
+}
+
+#[test]
+fn native_rebuild_under_load_keeps_every_write() {
+    rebuild_under_load::<NativeGraph>();
+}
+
+fn rebuild_under_load<B: GraphBackend>() {
     let dim = 16;
     let mut rng = Rng::new(11);
     // The points inserted during the rebuild come from the same clusters
@@ -260,7 +281,7 @@ fn rebuild_under_load_keeps_every_write() {
     // are a known weak spot of HNSW graphs, not what this test is about.
     let mut base = clustered_vectors(&mut rng, 8000, dim, 16, 0.2);
     let extra = base.split_off(6000 * dim);
-    let index = VectorIndex::new(
+    let index = VectorIndex::<B>::with_backend(
         IndexConfig::new(dim, Metric::L2)
             .with_ef_construction(60)
             .with_delta_capacity(64),

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use ebb_hnsw::{IndexConfig, Metric, VectorIndex};
+use ebb_hnsw::{GraphBackend, HnswRsGraph, IndexConfig, Metric, NativeGraph, VectorIndex};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -36,8 +36,8 @@ fn vector(v: [i8; 4]) -> Vec<f32> {
     v.iter().map(|&x| x as f32 + 0.5).collect()
 }
 
-fn run(metric: Metric, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let index = VectorIndex::new(
+fn run<B: GraphBackend>(metric: Metric, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let index = VectorIndex::<B>::with_backend(
         IndexConfig::new(4, metric)
             .with_delta_capacity(8)
             .with_ef_construction(64),
@@ -92,20 +92,35 @@ fn run(metric: Metric, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 2 } else { 64 }))]
 
     #[test]
     fn l2_matches_brute_force(ops in prop::collection::vec(op(), 1..120)) {
-        run(Metric::L2, ops)?;
+        run::<HnswRsGraph>(Metric::L2, ops)?;
     }
 
     #[test]
     fn cosine_matches_brute_force(ops in prop::collection::vec(op(), 1..120)) {
-        run(Metric::Cosine, ops)?;
+        run::<HnswRsGraph>(Metric::Cosine, ops)?;
     }
 
     #[test]
     fn dot_matches_brute_force(ops in prop::collection::vec(op(), 1..120)) {
-        run(Metric::Dot, ops)?;
+        run::<HnswRsGraph>(Metric::Dot, ops)?;
+    }
+
+    #[test]
+    fn native_l2_matches_brute_force(ops in prop::collection::vec(op(), 1..120)) {
+        run::<NativeGraph>(Metric::L2, ops)?;
+    }
+
+    #[test]
+    fn native_cosine_matches_brute_force(ops in prop::collection::vec(op(), 1..120)) {
+        run::<NativeGraph>(Metric::Cosine, ops)?;
+    }
+
+    #[test]
+    fn native_dot_matches_brute_force(ops in prop::collection::vec(op(), 1..120)) {
+        run::<NativeGraph>(Metric::Dot, ops)?;
     }
 }
