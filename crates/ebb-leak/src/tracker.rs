@@ -213,7 +213,10 @@ struct Entries {
     backtraces_dropped: u64,
     /// Sampled mode: the last backtrace captured at each acquisition site
     /// and how many recordings have reused it.
-    site_backtraces: HashMap<usize, (Arc<Backtrace>, u32)>,
+    /// Keyed by the site's value (file, line, column), not its address:
+    /// the language does not promise one address per call site (Miri gives
+    /// a new one per call).
+    site_backtraces: HashMap<&'static Location<'static>, (Arc<Backtrace>, u32)>,
 }
 
 struct TrackerInner {
@@ -498,7 +501,7 @@ impl TrackerInner {
         every: u32,
     ) -> Option<(u32, u32)> {
         self.acquired.fetch_add(1, Ordering::Relaxed);
-        let key = std::ptr::from_ref(site) as usize;
+        let key = site;
         // Sampled mode reuses the site's recent backtrace: one capture per
         // BACKTRACE_REUSE recordings keeps the amortized cost of sampling
         // in nanoseconds. Paranoid mode captures every time.
