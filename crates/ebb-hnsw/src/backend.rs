@@ -125,6 +125,27 @@ pub trait GraphBackend: Send + Sync + Sized + 'static {
     fn bytes_per_point(params: &GraphParams) -> usize;
 }
 
+/// Feeds `points` to `graph` in batches of at most [`BUILD_CHUNK`],
+/// checking `token` before each: the shared body of
+/// [`GraphBackend::build_from`]. `Err` carries the points built.
+pub fn build_in_chunks<'a, B: GraphBackend>(
+    mut graph: B,
+    points: impl Iterator<Item = (u32, &'a [f32])>,
+    token: &CancellationToken,
+) -> Result<B, usize> {
+    let mut chunk: Vec<(u32, &[f32])> = Vec::with_capacity(BUILD_CHUNK);
+    let mut points = points.peekable();
+    while points.peek().is_some() {
+        if token.is_cancelled() {
+            return Err(graph.len());
+        }
+        chunk.clear();
+        chunk.extend(points.by_ref().take(BUILD_CHUNK));
+        graph.insert_batch(&chunk);
+    }
+    Ok(graph)
+}
+
 /// The distance the graph sees, for each metric: non-negative and finite
 /// (hnsw_rs panics on NaN and negative distances), and monotone in the
 /// distance the index reports.
@@ -223,18 +244,7 @@ impl GraphBackend for HnswRsGraph {
         points: impl Iterator<Item = (u32, &'a [f32])>,
         token: &CancellationToken,
     ) -> Result<Self, usize> {
-        let mut graph = HnswRsGraph::new(params);
-        let mut chunk: Vec<(u32, &[f32])> = Vec::with_capacity(BUILD_CHUNK);
-        let mut points = points.peekable();
-        while points.peek().is_some() {
-            if token.is_cancelled() {
-                return Err(graph.len);
-            }
-            chunk.clear();
-            chunk.extend(points.by_ref().take(BUILD_CHUNK));
-            graph.insert_batch(&chunk);
-        }
-        Ok(graph)
+        build_in_chunks(HnswRsGraph::new(params), points, token)
     }
 
     fn insert_batch(&mut self, points: &[(u32, &[f32])]) {

@@ -33,7 +33,7 @@ use ebb_core::sync::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use rayon::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BUILD_CHUNK, GraphBackend, GraphDistance, GraphParams, Tombstones};
+use crate::backend::{GraphBackend, GraphDistance, GraphParams, Tombstones, build_in_chunks};
 
 const LOCK_STRIPES: usize = 1 << 14;
 const EMPTY: u64 = u64::MAX;
@@ -299,6 +299,30 @@ impl NativeGraph {
         })
     }
 
+    /// Greedy descent from `ep` through levels `top` down to `bottom`
+    /// (inclusive): at each level, move to the nearest neighbour until none
+    /// is nearer. Returns the entry point for the level below.
+    fn descend(&self, q: &[f32], mut ep: u32, top: usize, bottom: usize) -> (Dist, u32) {
+        let mut ep_d = Dist(self.distance.eval(q, self.vector(ep)));
+        let mut buf = Vec::with_capacity(self.m0);
+        for l in (bottom..=top).rev() {
+            loop {
+                let mut moved = false;
+                self.neighbors(ep, l, &mut buf);
+                for &n in &buf {
+                    let d = Dist(self.distance.eval(q, self.vector(n)));
+                    if d < ep_d {
+                        (ep, ep_d, moved) = (n, d, true);
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+        (ep_d, ep)
+    }
+
     /// hnswlib's neighbour heuristic: keep a candidate only if it is
     /// closer to the base than to every neighbour kept so far.
     fn select(&self, candidates: &[(Dist, u32)], m: usize) -> Vec<u32> {
@@ -348,25 +372,8 @@ impl NativeGraph {
                 Err(now) => e = now,
             }
         }
-        let (top, mut ep) = ((e >> 32) as usize, e as u32);
-        let mut ep_d = Dist(self.distance.eval(v, self.vector(ep)));
-        let mut buf = Vec::with_capacity(self.m0);
-        for l in (level + 1..=top).rev() {
-            loop {
-                let mut moved = false;
-                self.neighbors(ep, l, &mut buf);
-                for &n in &buf {
-                    let d = Dist(self.distance.eval(v, self.vector(n)));
-                    if d < ep_d {
-                        (ep, ep_d, moved) = (n, d, true);
-                    }
-                }
-                if !moved {
-                    break;
-                }
-            }
-        }
-        let mut eps = vec![(ep_d, ep)];
+        let top = (e >> 32) as usize;
+        let mut eps = vec![self.descend(v, e as u32, top, level + 1)];
         for l in (0..=level.min(top)).rev() {
             let found = self.search_layer(v, &eps, self.params.ef_construction, l, None);
             let chosen = self.select(&found, self.m);
@@ -459,18 +466,7 @@ impl GraphBackend for NativeGraph {
         points: impl Iterator<Item = (u32, &'a [f32])>,
         token: &CancellationToken,
     ) -> Result<Self, usize> {
-        let mut graph = NativeGraph::new(params);
-        let mut chunk: Vec<(u32, &[f32])> = Vec::with_capacity(BUILD_CHUNK);
-        let mut points = points.peekable();
-        while points.peek().is_some() {
-            if token.is_cancelled() {
-                return Err(graph.len());
-            }
-            chunk.clear();
-            chunk.extend(points.by_ref().take(BUILD_CHUNK));
-            graph.insert_batch(&chunk);
-        }
-        Ok(graph)
+        build_in_chunks(NativeGraph::new(params), points, token)
     }
 
     fn insert_batch(&mut self, points: &[(u32, &[f32])]) {
@@ -496,25 +492,8 @@ impl GraphBackend for NativeGraph {
         if e == EMPTY || k == 0 {
             return Vec::new();
         }
-        let (top, mut ep) = ((e >> 32) as usize, e as u32);
-        let mut ep_d = Dist(self.distance.eval(query, self.vector(ep)));
-        let mut buf = Vec::with_capacity(self.m0);
-        for l in (1..=top).rev() {
-            loop {
-                let mut moved = false;
-                self.neighbors(ep, l, &mut buf);
-                for &n in &buf {
-                    let d = Dist(self.distance.eval(query, self.vector(n)));
-                    if d < ep_d {
-                        (ep, ep_d, moved) = (n, d, true);
-                    }
-                }
-                if !moved {
-                    break;
-                }
-            }
-        }
-        let found = self.search_layer(query, &[(ep_d, ep)], ef.max(k), 0, Some(tombstones));
+        let entry = self.descend(query, e as u32, (e >> 32) as usize, 1);
+        let found = self.search_layer(query, &[entry], ef.max(k), 0, Some(tombstones));
         found.into_iter().take(k).map(|(d, id)| (id, d.0)).collect()
     }
 
