@@ -74,7 +74,9 @@ miri:
     rustup component add --toolchain nightly miri rust-src
     MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test -p ebb-core -p ebb-slab
     MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-tree-borrows" cargo +nightly miri test -p ebb-arena
-    MIRIFLAGS="-Zmiri-tree-borrows" EBB_POOL_STRESS_OPS=300 cargo +nightly miri test -p ebb-pool
+    MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-disable-isolation" EBB_POOL_STRESS_OPS=100 cargo +nightly miri test -p ebb-pool
+    MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-disable-isolation" cargo +nightly miri test -p ebb-leak --test tracker
+    MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-disable-isolation -Zmiri-ignore-leaks" cargo +nightly miri test -p ebb-hnsw --test model native_l2
 
 # AddressSanitizer (and LeakSanitizer) over the real mmap path.
 asan:
