@@ -157,7 +157,7 @@ impl GraphDistance {
     #[inline]
     pub fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
         match self.0 {
-            Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>(),
+            Metric::L2 => squared_l2(a, b),
             // Vectors are normalized: 1 - dot, clamped against rounding.
             Metric::Cosine => (1.0 - dot(a, b)).max(0.0),
             // A monotone decreasing, non-negative map of the inner product
@@ -188,9 +188,34 @@ impl GraphDistance {
     }
 }
 
+/// Lanes of independent partial sums. A plain `iter().sum()` of floats is
+/// one serial chain the compiler may not reorder (float addition is not
+/// associative), so it cannot use SIMD; eight explicit lanes give it the
+/// freedom, and make a 128-d distance several times faster.
+const LANES: usize = 8;
+
+#[inline]
+fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += f(x[i], y[i]);
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(&x, &y)| f(x, y)).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    lanes(a, b, |x, y| x * y)
+}
+
+#[inline]
+fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
+    lanes(a, b, |x, y| (x - y) * (x - y))
 }
 
 impl hnsw_rs::anndists::dist::Distance<f32> for GraphDistance {

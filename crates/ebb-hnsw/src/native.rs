@@ -134,8 +134,9 @@ impl NativeGraph {
     ///
     /// # Safety
     ///
-    /// The caller holds `id`'s stripe lock (or `&mut self`), `id < cap`,
-    /// and holds no other reference to this block.
+    /// The caller holds `id`'s stripe lock, or no insert can run (a
+    /// search: the trait's contract), `id < cap`, and the caller holds no
+    /// other reference to this block.
     #[expect(
         clippy::mut_from_ref,
         reason = "a block of a shared mapping, made exclusive by its stripe lock (# Safety)"
@@ -151,17 +152,27 @@ impl NativeGraph {
         }
     }
 
-    /// Copies `id`'s links at `level` into `out`.
+    /// Copies `id`'s links at `level` into `out`, under the node's stripe
+    /// lock (inserts of one batch run in parallel).
     fn neighbors(&self, id: u32, level: usize, out: &mut Vec<u32>) {
-        out.clear();
         let _g = self.lock(id);
+        self.read_links(id, level, out);
+    }
+
+    /// Copies `id`'s links at `level` into `out` without locking: for
+    /// searches, which never run beside an insert (the trait's contract:
+    /// `insert_batch` takes `&mut self`), and for callers holding the lock.
+    fn read_links(&self, id: u32, level: usize, out: &mut Vec<u32>) {
+        out.clear();
         if level == 0 {
-            // SAFETY: the stripe lock is held and `id < cap`.
+            // SAFETY: the stripe lock is held, or no insert runs (the
+            // callers' guarantee), and `id < cap`.
             let b = unsafe { self.block0(id) };
             let n = b[0] as usize;
             out.extend_from_slice(&b[1..1 + n]);
         } else {
-            // SAFETY: under the stripe lock (invariant 1).
+            // SAFETY: under the stripe lock, or no insert runs (the
+            // callers' guarantee; invariant 1).
             let up = unsafe { &*self.upper[id as usize].get() };
             let base = (level - 1) * (self.m + 1);
             if base < up.len() {
@@ -246,6 +257,7 @@ impl NativeGraph {
         ef: usize,
         level: usize,
         tombstones: Option<&Tombstones>,
+        locked: bool,
     ) -> Vec<(Dist, u32)> {
         VISITED.with(|v| {
             let mut v = v.borrow_mut();
@@ -274,7 +286,11 @@ impl NativeGraph {
                 if results.len() >= ef && results.peek().is_some_and(|w| d > w.0) {
                     break;
                 }
-                self.neighbors(c, level, &mut buf);
+                if locked {
+                    self.neighbors(c, level, &mut buf);
+                } else {
+                    self.read_links(c, level, &mut buf);
+                }
                 for &n in &buf {
                     if marks[n as usize] == stamp {
                         continue;
@@ -302,13 +318,24 @@ impl NativeGraph {
     /// Greedy descent from `ep` through levels `top` down to `bottom`
     /// (inclusive): at each level, move to the nearest neighbour until none
     /// is nearer. Returns the entry point for the level below.
-    fn descend(&self, q: &[f32], mut ep: u32, top: usize, bottom: usize) -> (Dist, u32) {
+    fn descend(
+        &self,
+        q: &[f32],
+        mut ep: u32,
+        top: usize,
+        bottom: usize,
+        locked: bool,
+    ) -> (Dist, u32) {
         let mut ep_d = Dist(self.distance.eval(q, self.vector(ep)));
         let mut buf = Vec::with_capacity(self.m0);
         for l in (bottom..=top).rev() {
             loop {
                 let mut moved = false;
-                self.neighbors(ep, l, &mut buf);
+                if locked {
+                    self.neighbors(ep, l, &mut buf);
+                } else {
+                    self.read_links(ep, l, &mut buf);
+                }
                 for &n in &buf {
                     let d = Dist(self.distance.eval(q, self.vector(n)));
                     if d < ep_d {
@@ -373,9 +400,9 @@ impl NativeGraph {
             }
         }
         let top = (e >> 32) as usize;
-        let mut eps = vec![self.descend(v, e as u32, top, level + 1)];
+        let mut eps = vec![self.descend(v, e as u32, top, level + 1, true)];
         for l in (0..=level.min(top)).rev() {
-            let found = self.search_layer(v, &eps, self.params.ef_construction, l, None);
+            let found = self.search_layer(v, &eps, self.params.ef_construction, l, None, true);
             let chosen = self.select(&found, self.m);
             {
                 let _g = self.lock(id);
@@ -385,21 +412,8 @@ impl NativeGraph {
             for &n in &chosen {
                 let _g = self.lock(n);
                 let mut list = Vec::with_capacity(cap_l + 1);
-                // Read under the lock already held (not `neighbors`, which
-                // would take it again: invariant 2).
-                if l == 0 {
-                    // SAFETY: `n`'s stripe lock is held and `n < cap`.
-                    let b = unsafe { self.block0(n) };
-                    list.extend_from_slice(&b[1..1 + b[0] as usize]);
-                } else {
-                    // SAFETY: under `n`'s stripe lock (invariant 1).
-                    let up = unsafe { &*self.upper[n as usize].get() };
-                    let base = (l - 1) * (self.m + 1);
-                    if base >= up.len() {
-                        continue;
-                    }
-                    list.extend_from_slice(&up[base + 1..base + 1 + up[base] as usize]);
-                }
+                // The lock is held: read without taking it again (invariant 2).
+                self.read_links(n, l, &mut list);
                 if list.contains(&id) {
                     continue;
                 }
@@ -492,8 +506,10 @@ impl GraphBackend for NativeGraph {
         if e == EMPTY || k == 0 {
             return Vec::new();
         }
-        let entry = self.descend(query, e as u32, (e >> 32) as usize, 1);
-        let found = self.search_layer(query, &[entry], ef.max(k), 0, Some(tombstones));
+        // No insert runs beside a search (the trait's contract): read the
+        // links without their locks.
+        let entry = self.descend(query, e as u32, (e >> 32) as usize, 1, false);
+        let found = self.search_layer(query, &[entry], ef.max(k), 0, Some(tombstones), false);
         found.into_iter().take(k).map(|(d, id)| (id, d.0)).collect()
     }
 
