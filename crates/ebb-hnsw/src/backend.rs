@@ -94,7 +94,9 @@ pub trait GraphBackend: Send + Sync + Sized + 'static {
         params: GraphParams,
         points: impl Iterator<Item = (u32, &'a [f32])>,
         token: &CancellationToken,
-    ) -> Result<Self, usize>;
+    ) -> Result<Self, usize> {
+        build_in_chunks(Self::new(params), points, token)
+    }
 
     /// Adds points (in parallel where the graph can).
     fn insert_batch(&mut self, points: &[(u32, &[f32])]);
@@ -126,9 +128,9 @@ pub trait GraphBackend: Send + Sync + Sized + 'static {
 }
 
 /// Feeds `points` to `graph` in batches of at most [`BUILD_CHUNK`],
-/// checking `token` before each: the shared body of
-/// [`GraphBackend::build_from`]. `Err` carries the points built.
-pub fn build_in_chunks<'a, B: GraphBackend>(
+/// checking `token` before each: the default [`GraphBackend::build_from`].
+/// `Err` carries the points built.
+fn build_in_chunks<'a, B: GraphBackend>(
     mut graph: B,
     points: impl Iterator<Item = (u32, &'a [f32])>,
     token: &CancellationToken,
@@ -262,14 +264,6 @@ impl GraphBackend for HnswRsGraph {
             params,
             len: 0,
         }
-    }
-
-    fn build_from<'a>(
-        params: GraphParams,
-        points: impl Iterator<Item = (u32, &'a [f32])>,
-        token: &CancellationToken,
-    ) -> Result<Self, usize> {
-        build_in_chunks(HnswRsGraph::new(params), points, token)
     }
 
     fn insert_batch(&mut self, points: &[(u32, &[f32])]) {

@@ -54,7 +54,8 @@ struct Points {
     /// Internal id -> vector (normalized under Cosine).
     vectors: Vec<f32>,
     tombstones: Tombstones,
-    /// Internal ids not yet in the graph, in insertion order.
+    /// Internal ids not yet in the graph, in insertion order, which is
+    /// increasing id order (search binary-searches it).
     delta: Vec<u32>,
 }
 
@@ -307,6 +308,7 @@ impl<B: GraphBackend> VectorIndex<B> {
         p.ids.insert(id, internal);
         p.external.push(id);
         p.vectors.extend_from_slice(&v);
+        debug_assert!(p.delta.last().is_none_or(|&last| last < internal));
         p.delta.push(internal);
         Ok(())
     }
@@ -405,15 +407,20 @@ impl<B: GraphBackend> VectorIndex<B> {
             .map(|&id| (id, self.distance.eval(&q, p.vector(id, dim))))
             .collect();
         {
+            // Invariant 2: a point may be in the delta and the graph at once
+            // (between a flush's graph insert and its drain); keep the delta's
+            // copy. `delta` is sorted: ids are appended in increasing order.
             let graph = self.graph.read();
-            hits.extend(graph.search(&q, k, ef.max(k), &p.tombstones));
+            hits.extend(
+                graph
+                    .search(&q, k, ef.max(k), &p.tombstones)
+                    .into_iter()
+                    .filter(|(id, _)| p.delta.binary_search(id).is_err()),
+            );
         }
         hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        // Invariant 2: a point may be in the delta and the graph at once.
-        let mut seen = std::collections::HashSet::with_capacity(hits.len());
         let out = hits
             .into_iter()
-            .filter(|(id, _)| seen.insert(*id))
             .take(k)
             .map(|(id, g)| (p.external[id as usize], self.distance.reported(g)))
             .collect();

@@ -31,9 +31,8 @@ use std::collections::BinaryHeap;
 use ebb_core::os::Mapping;
 use ebb_core::sync::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use rayon::prelude::*;
-use tokio_util::sync::CancellationToken;
 
-use crate::backend::{GraphBackend, GraphDistance, GraphParams, Tombstones, build_in_chunks};
+use crate::backend::{GraphBackend, GraphDistance, GraphParams, Tombstones};
 
 const LOCK_STRIPES: usize = 1 << 14;
 const EMPTY: u64 = u64::MAX;
@@ -473,14 +472,6 @@ impl GraphBackend for NativeGraph {
             len: AtomicUsize::new(0),
             params,
         }
-    }
-
-    fn build_from<'a>(
-        params: GraphParams,
-        points: impl Iterator<Item = (u32, &'a [f32])>,
-        token: &CancellationToken,
-    ) -> Result<Self, usize> {
-        build_in_chunks(NativeGraph::new(params), points, token)
     }
 
     fn insert_batch(&mut self, points: &[(u32, &[f32])]) {
