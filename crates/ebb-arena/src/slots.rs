@@ -1,25 +1,37 @@
 //! The handle table: slot index -> (generation, place), read without locks.
 //!
 //! A slot's `place` packs the record's slab id (high 32 bits) and offset
-//! (low 32 bits). Its `generation` is odd while the slot holds a record and
-//! even while it is vacant (see `handle`).
+//! (low 32 bits). Its `state` holds the generation in its low 32 bits, odd
+//! while the slot holds a record and even while it is vacant (see
+//! `handle`), and a `LOCKED` bit above them.
+//!
+//! The protocol has one read-modify-write per operation: `remove` is a
+//! single CAS of the state from `g` to `g + 1` (whoever wins owns the
+//! place: no one may change it after), and `replace` and compaction's move
+//! take the `LOCKED` bit with a CAS from `g`, store the new place, and
+//! unlock with a plain store. Readers never look at the bit and never wait:
+//! while a slot is locked its place is either the old or the new one, both
+//! valid for a pinned reader.
 //!
 //! Invariants:
 //!
 //! 1. Chunks are allocated zeroed (generation 0: vacant) the first time an
 //!    index in them is claimed, published once under `grow`, and freed only
 //!    by `Drop`; a slot's address is stable for the table's life.
-//! 2. `place` is meaningful only while `generation` is odd. A writer
+//! 2. `place` is meaningful only while the generation is odd. A writer
 //!    publishes a record by storing `place`, then the odd generation
-//!    (Release); it retires one by moving the generation to even (the CAS
-//!    that decides who removes), then taking `place`.
-//! 3. An index is on the free list only while its slot is vacant and its
+//!    (Release); the CAS of the generation to even decides who removes it.
+//! 3. `place` of an occupied slot changes only under `LOCKED`, which is
+//!    taken by a CAS from the unlocked odd generation, so a remove (a CAS
+//!    from the same unlocked value) and a locker exclude each other: after a
+//!    remove wins, no one changes the place it took.
+//! 4. An index is on the free list only while its slot is vacant and its
 //!    place has been taken.
 
 use std::alloc::Layout;
 use std::sync::atomic::AtomicPtr;
 
-use ebb_core::sync::{AtomicU32, AtomicU64, Ordering};
+use ebb_core::sync::{AtomicU64, Ordering, spin_wait};
 use parking_lot::Mutex;
 
 const CHUNK_BITS: u32 = 16;
@@ -32,8 +44,8 @@ pub(crate) const MAX_SLOTS: usize = CHUNK_LEN * CHUNKS;
 /// Stripes of the free list (a power of two).
 const FREE_STRIPES: usize = 16;
 
-/// The calling thread's stripe (of the free list and of the live-record
-/// counter), assigned round-robin on first use.
+/// The calling thread's stripe of the free list, assigned round-robin on
+/// first use.
 #[inline]
 pub(crate) fn thread_stripe() -> usize {
     use std::cell::Cell;
@@ -58,11 +70,15 @@ const FREE_LINK: u64 = 0xFFFF_FFFF_0000_0000;
 #[doc(hidden)]
 pub const NO_PLACE: u64 = u64::MAX;
 
+/// The lock bit of a slot's state, above the 32-bit generation.
+const LOCKED: u64 = 1 << 32;
+
 /// One handle slot. The methods below are the whole slot protocol: the
 /// arena and the loom model (`tests/loom.rs`) both use them.
 #[doc(hidden)]
 pub struct Slot {
-    generation: AtomicU32,
+    /// Generation (low 32 bits) and `LOCKED`.
+    state: AtomicU64,
     place: AtomicU64,
 }
 
@@ -75,13 +91,14 @@ impl Slot {
     )]
     pub fn new() -> Slot {
         Slot {
-            generation: AtomicU32::new(0),
+            state: AtomicU64::new(0),
             place: AtomicU64::new(NO_PLACE),
         }
     }
 
     /// Publishes `place` in a vacant slot the caller claimed; returns the
     /// (odd) generation of the new record (invariant 2).
+    #[inline]
     pub fn publish(&self, place: u64) -> u32 {
         // Release, not Relaxed: a reader holding a stale handle that loads
         // this place must then see the generation move on (the remove that
@@ -89,80 +106,174 @@ impl Slot {
         // `read` could pass and hand it another record. Found by the loom
         // model `stale_handle_never_reads_a_reused_slot`.
         self.place.store(place, Ordering::Release);
-        let generation = self.generation.load(Ordering::Relaxed).wrapping_add(1);
-        self.generation.store(generation, Ordering::Release);
+        // The slot is vacant and claimed by the caller alone: no one else
+        // writes its state (lockers and removers CAS from an odd value).
+        let generation = (self.state.load(Ordering::Relaxed) as u32).wrapping_add(1);
+        self.state.store(u64::from(generation), Ordering::Release);
         generation
+    }
+
+    /// As [`publish`](Self::publish) when the caller knows the vacant
+    /// slot's generation (it kept it when it vacated the slot): two plain
+    /// stores, no load of a line that may have left the cache.
+    #[inline]
+    pub fn publish_vacant(&self, place: u64, vacant_generation: u32) -> u32 {
+        debug_assert_eq!(
+            self.state.load(Ordering::Relaxed),
+            u64::from(vacant_generation),
+            "a stashed slot changed while vacant"
+        );
+        self.place.store(place, Ordering::Release);
+        let generation = vacant_generation.wrapping_add(1);
+        self.state.store(u64::from(generation), Ordering::Release);
+        generation
+    }
+
+    /// The generation of a vacant slot the caller claimed.
+    pub fn vacant_generation(&self) -> u32 {
+        self.state.load(Ordering::Relaxed) as u32
     }
 
     /// The place of the record of `generation`, if it is still current.
     /// The caller must be pinned before calling, so the place stays valid.
     #[inline]
     pub fn read(&self, generation: u32) -> Option<u64> {
-        if self.generation.load(Ordering::Acquire) != generation {
+        if self.state.load(Ordering::Acquire) as u32 != generation {
             return None;
         }
         let place = self.place.load(Ordering::Acquire);
         // The place belongs to `generation` only if the slot still has it
-        // after the load (seqlock-style re-check).
-        (place != NO_PLACE && self.generation.load(Ordering::Acquire) == generation)
+        // after the load (seqlock-style re-check). A lock does not matter:
+        // both places a locked slot can show are valid.
+        (place != NO_PLACE && self.state.load(Ordering::Acquire) as u32 == generation)
             .then_some(place)
     }
 
     /// Removes the record of `generation`: exactly one caller wins the
-    /// generation CAS and gets the place to retire.
+    /// generation CAS and gets the place to retire (invariant 3). Waits out
+    /// a replace or move in progress (a few stores).
+    #[inline]
     pub fn remove(&self, generation: u32) -> Option<u64> {
         if generation & 1 == 0 {
             return None;
         }
-        self.generation
-            .compare_exchange(
-                generation,
-                generation.wrapping_add(1),
+        let current = u64::from(generation);
+        let mut spins = 0;
+        loop {
+            match self.state.compare_exchange(
+                current,
+                u64::from(generation.wrapping_add(1)),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
-            )
-            .ok()?;
-        Some(self.place.swap(NO_PLACE, Ordering::AcqRel))
+            ) {
+                Ok(_) => break,
+                Err(seen) if seen == current | LOCKED => {
+                    spin_wait(spins);
+                    spins += 1;
+                }
+                Err(_) => return None,
+            }
+        }
+        // No one changes the place now (invariant 3); the lockers' stores
+        // happen-before their unlock, which the CAS read. The place stays
+        // in the slot until it is reused: readers re-check the generation,
+        // so a vacant slot's place is never taken for a record.
+        Some(self.place.load(Ordering::Acquire))
+    }
+
+    /// Takes the lock of the record of `generation`; false if the record is
+    /// gone.
+    fn lock(&self, generation: u32) -> bool {
+        if generation & 1 == 0 {
+            return false;
+        }
+        let current = u64::from(generation);
+        let mut spins = 0;
+        loop {
+            match self.state.compare_exchange(
+                current,
+                current | LOCKED,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) if seen == current | LOCKED => {
+                    spin_wait(spins);
+                    spins += 1;
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn unlock(&self, generation: u32) {
+        self.state.store(u64::from(generation), Ordering::Release);
     }
 
     /// Repoints the record of `generation` to `new`; returns the old place
     /// to retire, or `None` if the record is gone (then `new` was never
     /// visible).
     pub fn replace(&self, generation: u32, new: u64) -> Option<u64> {
+        if !self.lock(generation) {
+            return None;
+        }
+        let old = self.place.load(Ordering::Acquire);
+        self.place.store(new, Ordering::Release);
+        self.unlock(generation);
+        Some(old)
+    }
+
+    /// Compaction's first step: locks the record of `generation` if it
+    /// still holds `place`. True if it did: the caller copies the record and
+    /// must then call [`finish_move`](Self::finish_move). False if a remove
+    /// or replace got there first (nothing to do). While locked, removes and
+    /// replaces of this record wait; readers do not.
+    pub fn lock_if_at(&self, generation: u32, place: u64) -> bool {
+        if !self.lock(generation) {
+            return false;
+        }
+        if self.place.load(Ordering::Acquire) != place {
+            self.unlock(generation);
+            return false;
+        }
+        true
+    }
+
+    /// Ends a move begun by [`lock_if_at`](Self::lock_if_at): points the
+    /// record at `new` (its copy) if given, and unlocks with a plain store.
+    pub fn finish_move(&self, generation: u32, new: Option<u64>) {
+        if let Some(new) = new {
+            self.place.store(new, Ordering::Release);
+        }
+        self.unlock(generation);
+    }
+
+    /// A whole move (for the loom model): repoints the record of
+    /// `generation` from `old` to `new` if it still holds `old`. True if it
+    /// did (retire `old`); false if a remove or replace got there first
+    /// (free `new`, which nobody saw).
+    pub fn move_place(&self, generation: u32, old: u64, new: u64) -> bool {
+        if !self.lock_if_at(generation, old) {
+            return false;
+        }
+        self.finish_move(generation, Some(new));
+        true
+    }
+
+    /// The current (generation, place) if the slot is occupied (for
+    /// compaction's scan; it re-checks under the lock before moving).
+    pub fn occupied(&self) -> Option<(u32, u64)> {
+        let generation = self.state.load(Ordering::Acquire) as u32;
         if generation & 1 == 0 {
             return None;
         }
-        loop {
-            let current = self.place.load(Ordering::Acquire);
-            if self.generation.load(Ordering::Acquire) != generation || current == NO_PLACE {
-                return None;
-            }
-            if self
-                .place
-                .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return Some(current);
-            }
-        }
-    }
-
-    /// Compaction's step: repoints the slot from `old` to `new` if it still
-    /// holds `old`. True if it did (retire `old`); false if a remove or
-    /// replace got there first (free `new`, which nobody saw).
-    pub fn move_place(&self, old: u64, new: u64) -> bool {
-        self.place
-            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    /// The current place if the slot is occupied (for compaction's scan).
-    pub fn occupied_place(&self) -> Option<u64> {
-        if self.generation.load(Ordering::Acquire) & 1 == 0 {
-            return None;
-        }
         let place = self.place.load(Ordering::Acquire);
-        (place != NO_PLACE).then_some(place)
+        (place != NO_PLACE && place & FREE_LINK != FREE_LINK).then_some((generation, place))
+    }
+
+    /// The current place if the slot is occupied.
+    pub fn occupied_place(&self) -> Option<u64> {
+        self.occupied().map(|(_, place)| place)
     }
 
     /// Links a vacant slot into the free list: its `place` holds the next
@@ -181,11 +292,6 @@ impl Slot {
         } else {
             0
         }
-    }
-
-    /// The current place, whatever the generation (compaction's re-check).
-    pub fn current_place(&self) -> u64 {
-        self.place.load(Ordering::Acquire)
     }
 }
 
@@ -326,6 +432,19 @@ impl SlotTable {
         }
     }
 
+    /// Calls `f(index, generation, place)` for every slot that looks
+    /// occupied (odd generation), a chunk at a time: compaction's scan, one
+    /// branch per vacant slot. `place` may be stale by the time `f` runs
+    /// (callers re-check under the slot's lock).
+    pub fn scan_occupied(&self, mut f: impl FnMut(u32, u32, u64)) {
+        self.for_each(|index, slot| {
+            let generation = slot.state.load(Ordering::Acquire) as u32;
+            if generation & 1 == 1 {
+                f(index, generation, slot.place.load(Ordering::Acquire));
+            }
+        });
+    }
+
     /// Number of indices ever claimed (an upper bound for scans).
     pub fn high_water(&self) -> u32 {
         self.claimed.load(std::sync::atomic::Ordering::Acquire)
@@ -344,6 +463,17 @@ impl Drop for SlotTable {
             }
         }
     }
+}
+
+/// A vacant slot in a thread's stash: its index (high half) and its
+/// current, even generation (low half), so publishing into it needs no load.
+pub(crate) fn stash_entry(index: u32, vacant_generation: u32) -> u64 {
+    (u64::from(index) << 32) | u64::from(vacant_generation)
+}
+
+/// Unpacks a stash entry into (index, vacant generation).
+pub(crate) fn unstash(entry: u64) -> (u32, u32) {
+    ((entry >> 32) as u32, entry as u32)
 }
 
 /// Packs a slab address into a place.

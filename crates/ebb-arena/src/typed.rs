@@ -68,6 +68,10 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
     } else {
         std::mem::size_of::<T>()
     };
+    const FORMAT: RecordFormat = RecordFormat::Fixed {
+        len: Self::RECORD,
+        align: std::mem::align_of::<T>(),
+    };
 
     /// An empty arena over a new `SlabArena` made from `config` (its budget
     /// reservation, release mode and slab size pass through).
@@ -77,13 +81,7 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
     /// If the slab configuration is invalid.
     pub fn new(config: SlabConfig) -> Result<Self> {
         Ok(TypedArena {
-            raw: RawArena::new(
-                config,
-                RecordFormat::Fixed {
-                    len: Self::RECORD,
-                    align: std::mem::align_of::<T>(),
-                },
-            )?,
+            raw: RawArena::new(config, Self::FORMAT)?,
             _type: PhantomData,
         })
     }
@@ -98,14 +96,14 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
         // bytes (or 1 for a zero-sized T) aligned to align_of::<T>().
         let (index, generation) = unsafe {
             self.raw
-                .insert(Self::RECORD, |p| p.cast::<T>().write(value))
+                .insert(Self::FORMAT, Self::RECORD, |p| p.cast::<T>().write(value))
         }?;
         Ok(Handle::new(index, generation))
     }
 
     /// A reference to the record, or `None` if the handle was removed.
     pub fn get(&self, handle: Handle<T>) -> Option<Ref<'_, T>> {
-        let (guard, ptr) = self.raw.read(handle.index, handle.generation)?;
+        let (guard, ptr) = self.raw.read(handle.index(), handle.generation())?;
         Some(Ref {
             _guard: guard,
             ptr: ptr.cast(),
@@ -125,7 +123,8 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
 
     /// Removes the record; false if the handle was not current.
     pub fn remove(&self, handle: Handle<T>) -> bool {
-        self.raw.remove(handle.index, handle.generation)
+        self.raw
+            .remove(Self::FORMAT, handle.index(), handle.generation())
     }
 
     /// Replaces the record with `value` (a new place; the handle stays
@@ -137,10 +136,13 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
     pub fn replace(&self, handle: Handle<T>, value: T) -> Result<bool> {
         // SAFETY: as in `insert`.
         unsafe {
-            self.raw
-                .replace(handle.index, handle.generation, Self::RECORD, |p| {
-                    p.cast::<T>().write(value)
-                })
+            self.raw.replace(
+                Self::FORMAT,
+                handle.index(),
+                handle.generation(),
+                Self::RECORD,
+                |p| p.cast::<T>().write(value),
+            )
         }
     }
 

@@ -7,7 +7,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ebb_arena::{BlobArena, BlobHandle, CancellationToken, CompactionPolicy, SlabConfig};
+use ebb_arena::{
+    BlobArena, BlobHandle, CancellationToken, CompactionPolicy, SlabConfig, TypedArena,
+};
 use ebb_testkit::Rng;
 
 const KEYS: usize = 4096;
@@ -194,4 +196,85 @@ fn concurrent_writers_never_share_or_lose_a_slot() {
             });
         }
     });
+}
+
+/// Each thread keeps its own slab, slot stash, record count and retired
+/// batch in the arena. When a thread exits, all of it comes back: its count
+/// folds into `len`, its slabs wait for the next thread (and are sealed by
+/// a compaction, so compactable and releasable), and its retirements are
+/// freed once the arena reclaims.
+#[test]
+fn a_thread_leaving_hands_back_its_slab_count_and_retirements() {
+    let arena =
+        TypedArena::<[u64; 8]>::new(SlabConfig::default().with_slab_bytes(64 << 10)).unwrap();
+    let n = if cfg!(miri) { 40 } else { 4000 };
+    let kept: Vec<_> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let arena = &arena;
+                s.spawn(move || {
+                    let handles: Vec<_> = (0..n)
+                        .map(|i| arena.insert([t * 1_000_000 + i; 8]).unwrap())
+                        .collect();
+                    // Remove every other one: the removes stay in this
+                    // thread's retired batch until it leaves.
+                    handles
+                        .into_iter()
+                        .enumerate()
+                        .filter_map(|(i, h)| {
+                            if i % 2 == 0 {
+                                Some(h)
+                            } else {
+                                assert!(arena.remove(h));
+                                None
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // `join` (unlike the scope's own wait) returns after the thread's
+        // thread-local destructors ran.
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert_eq!(arena.len(), kept.len());
+    assert_eq!(arena.len() as u64, n);
+    arena.reclaim();
+    let live = arena.stats().slab.live_bytes;
+    assert_eq!(live, kept.len() as u64 * 64, "retired records were freed");
+    let policy = CompactionPolicy::default().with_min_reclaim_bytes(0);
+    arena.compact(&policy, &CancellationToken::new()).unwrap();
+    let stats = arena.stats();
+    assert_eq!(
+        stats.slab.slabs_active, 0,
+        "departed threads' slabs are sealed: {stats:?}"
+    );
+    for h in kept {
+        assert!(arena.get(h).is_some());
+    }
+}
+
+/// A thread arriving takes over the slab a departed thread left with room
+/// in it, instead of mapping a fresh one.
+#[test]
+fn a_thread_arriving_adopts_a_departed_threads_slab() {
+    let arena = TypedArena::<u64>::new(SlabConfig::default().with_slab_bytes(64 << 10)).unwrap();
+    let insert_one =
+        |v: u64| std::thread::scope(|s| s.spawn(|| arena.insert(v).unwrap()).join().unwrap());
+    let first = insert_one(1);
+    let reserved = arena.stats().slab.reserved_bytes;
+    assert_eq!(reserved, 64 << 10);
+    let second = insert_one(2);
+    assert_eq!(
+        arena.stats().slab.reserved_bytes,
+        reserved,
+        "{:?}",
+        arena.stats()
+    );
+    assert_eq!(arena.get_copied(first), Some(1));
+    assert_eq!(arena.get_copied(second), Some(2));
+    assert_eq!(arena.len(), 2);
 }

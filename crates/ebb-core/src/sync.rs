@@ -26,3 +26,24 @@ pub use loom::sync::{
         AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, fence,
     },
 };
+
+/// Waits a little in a spin loop that retries an atomic operation: a CPU
+/// hint for the first spins, then a yield to the scheduler (the holder may
+/// be descheduled). Under loom every call yields, so the model explores the
+/// other threads instead of spinning.
+#[inline]
+pub fn spin_wait(spins: u32) {
+    #[cfg(loom)]
+    {
+        let _ = spins;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    {
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}

@@ -211,22 +211,22 @@ unsafe impl Send for RawSlabAlloc {}
 unsafe impl Sync for RawSlabAlloc {}
 
 /// The slab a shard (or a compaction target) is filling.
-struct ActiveSlab {
-    id: u32,
+pub(crate) struct ActiveSlab {
+    pub(crate) id: u32,
     base: NonNull<u8>,
     /// The slab's table entry (stable for the table's life, table
     /// invariant 1).
     entry: NonNull<SlabEntry>,
     /// Next free offset.
-    cursor: usize,
+    pub(crate) cursor: usize,
     /// Bytes allocated into this slab, published at seal (see `live`).
-    allocated: u64,
+    pub(crate) allocated: u64,
     /// Page-rounded high-water mark of the cursor.
     touched: usize,
 }
 
 impl ActiveSlab {
-    fn entry(&self) -> &SlabEntry {
+    pub(crate) fn entry(&self) -> &SlabEntry {
         // SAFETY: entries live as long as the arena's table, which outlives
         // every ActiveSlab (they belong to the arena's shards or to a
         // TargetSlab borrowing the arena).
@@ -355,10 +355,10 @@ struct SlabPool {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct SlabArena {
-    id: u32,
-    slab_bytes: usize,
+    pub(crate) id: u32,
+    pub(crate) slab_bytes: usize,
     /// Allocations above this get a dedicated mapping.
-    large_threshold: usize,
+    pub(crate) large_threshold: usize,
     max_retained_slabs: usize,
     max_warm_slabs: usize,
     /// Extra warm slabs allowed while a compaction runs, so the slabs it
@@ -366,7 +366,7 @@ pub struct SlabArena {
     extra_warm_slabs: AtomicUsize,
     release_mode: ReleaseMode,
     huge_pages: HugePages,
-    page: usize,
+    pub(crate) page: usize,
     table: SlabTable,
     shards: Box<[CachePadded<Shard>]>,
     pool: Mutex<SlabPool>,
@@ -375,6 +375,10 @@ pub struct SlabArena {
     /// Releases whose madvise failed (the slab was unmapped instead).
     release_failures: AtomicU64,
     reservation: Option<Reservation>,
+    /// Bumped by [`seal_active_slabs`](SlabArena::seal_active_slabs):
+    /// [`OwnedSlab`](crate::OwnedSlab)s made under an older value seal
+    /// their slabs at their next allocation.
+    pub(crate) seal_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for SlabArena {
@@ -433,6 +437,7 @@ impl SlabArena {
             releases: AtomicU64::new(0),
             release_failures: AtomicU64::new(0),
             reservation: config.reservation,
+            seal_epoch: AtomicU64::new(0),
         };
         tracing::debug!(
             arena = arena.id,
@@ -649,6 +654,7 @@ impl SlabArena {
     /// For shutdown, tests, and a pressure controller that wants every
     /// empty byte back; later allocations start new slabs.
     pub fn seal_active_slabs(&self) {
+        self.seal_epoch.fetch_add(1, Ordering::AcqRel);
         for shard in self.shards.iter() {
             let mut guard = shard.lock();
             if let Some(active) = guard.take() {
@@ -757,7 +763,7 @@ impl SlabArena {
     // ---- internals -------------------------------------------------------
 
     #[inline]
-    fn make_alloc(&self, ptr: NonNull<u8>, len: usize, slab: u32) -> SlabAlloc<'_> {
+    pub(crate) fn make_alloc(&self, ptr: NonNull<u8>, len: usize, slab: u32) -> SlabAlloc<'_> {
         SlabAlloc {
             ptr,
             len,
@@ -792,7 +798,7 @@ impl SlabArena {
     }
 
     #[inline]
-    fn free_parts(&self, slab: u32, len: usize) {
+    pub(crate) fn free_parts(&self, slab: u32, len: usize) {
         let Some(entry) = self.table.get(slab) else {
             debug_assert!(false, "free of an allocation whose slab does not exist");
             return;
@@ -831,12 +837,12 @@ impl SlabArena {
         Ok(())
     }
 
-    fn entry(&self, id: u32) -> &SlabEntry {
+    pub(crate) fn entry(&self, id: u32) -> &SlabEntry {
         // Ids of active slabs always have entries (table invariant 2).
         self.table.get(id).expect("active slab id has an entry")
     }
 
-    fn seal(&self, active: ActiveSlab) {
+    pub(crate) fn seal(&self, active: ActiveSlab) {
         let entry = active.entry();
         entry.state.store(STATE_SEALED, Ordering::Release);
         if entry.live.seal(active.allocated) {
@@ -928,7 +934,7 @@ impl SlabArena {
     }
 
     /// A slab to fill: a warm one, a retained one, or a new mapping.
-    fn acquire_slab(&self) -> Result<ActiveSlab> {
+    pub(crate) fn acquire_slab(&self) -> Result<ActiveSlab> {
         let reused = {
             let mut pool = self.pool.lock();
             pool.warm.pop().or_else(|| pool.retained.pop())
@@ -1042,7 +1048,7 @@ impl SlabArena {
     }
 
     #[cold]
-    fn alloc_large(&self, layout: Layout) -> Result<SlabAlloc<'_>> {
+    pub(crate) fn alloc_large(&self, layout: Layout) -> Result<SlabAlloc<'_>> {
         let size = layout.size();
         let len = size
             .checked_next_multiple_of(self.page)
@@ -1074,7 +1080,7 @@ impl SlabArena {
 /// Bumps `size` bytes aligned to `align` in an active slab, or `None` if
 /// it does not fit. Runs under the shard's lock (or on a target's owner).
 #[inline]
-fn bump(
+pub(crate) fn bump(
     active: &mut ActiveSlab,
     size: usize,
     align: usize,

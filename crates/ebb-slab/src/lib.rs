@@ -4,6 +4,7 @@ mod arena;
 mod config;
 mod error;
 mod live;
+mod owned;
 mod stats;
 mod table;
 
@@ -12,6 +13,7 @@ pub use arena::{
 };
 pub use config::{HugePages, ReleaseMode, SlabConfig};
 pub use error::{Error, Result};
+pub use owned::OwnedSlab;
 pub use stats::SlabStats;
 
 #[doc(hidden)]

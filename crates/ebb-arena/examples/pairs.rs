@@ -1,0 +1,52 @@
+//! Insert 1000 `[u8; 64]` then remove them, in a loop, for TypedArena and
+//! slotmap alternately in one process: the best of several timed rounds, in
+//! ns per insert+remove pair, and the ratio. A quick profiling loop for a
+//! noisy machine; the criterion bench `arena_handles` is the figure of
+//! record. `SLAB=<bytes>` sets the slab size.
+use std::hint::black_box;
+use std::time::Instant;
+
+use ebb_arena::{SlabConfig, TypedArena};
+
+fn time(mut round: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    for _ in 0..500 {
+        round();
+    }
+    t.elapsed().as_nanos() as f64 / 500e3
+}
+
+fn main() {
+    let slab = std::env::var("SLAB").map_or(2 << 20, |v| v.parse().expect("SLAB bytes"));
+    let arena: TypedArena<[u8; 64]> =
+        TypedArena::new(SlabConfig::default().with_slab_bytes(slab)).expect("arena");
+    let mut map = slotmap::SlotMap::new();
+    let mut keys = Vec::with_capacity(1000);
+    let mut map_keys = Vec::with_capacity(1000);
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map_or(20, |a| a.parse().expect("rounds"));
+    let (mut ebb, mut reference) = (f64::MAX, f64::MAX);
+    for _ in 0..rounds {
+        ebb = ebb.min(time(|| {
+            for i in 0..1000u32 {
+                keys.push(arena.insert(black_box([i as u8; 64])).expect("insert"));
+            }
+            for k in keys.drain(..) {
+                assert!(arena.remove(black_box(k)));
+            }
+        }));
+        reference = reference.min(time(|| {
+            for i in 0..1000u32 {
+                map_keys.push(map.insert(black_box([i as u8; 64])));
+            }
+            for k in map_keys.drain(..) {
+                black_box(map.remove(k));
+            }
+        }));
+    }
+    println!(
+        "ebb {ebb:.2} ns/pair, slotmap {reference:.2} ns/pair, ratio {:.2} (best of {rounds})",
+        ebb / reference
+    );
+}
