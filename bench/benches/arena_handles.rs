@@ -75,7 +75,19 @@ fn batch<S: Store>(s: &S, keys: &mut Vec<S::Key>) {
 }
 
 /// Runs `iters` batches on each of `threads` threads; returns the wall time.
+/// One thread runs on the calling thread, as the plain slotmap and slab
+/// loops do, so every 1-thread figure comes from the same kind of loop (a
+/// thread spawned per sample cost ebb a fresh thread-local entry each time).
 fn run<S: Store>(s: &S, threads: usize, iters: u64) -> Duration {
+    if threads == 1 {
+        let mut keys = Vec::with_capacity(BATCH);
+        batch(s, &mut keys);
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            batch(s, &mut keys);
+        }
+        return t0.elapsed();
+    }
     let barrier = Barrier::new(threads + 1);
     std::thread::scope(|scope| {
         for _ in 0..threads {

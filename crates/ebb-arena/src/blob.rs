@@ -95,6 +95,7 @@ impl BlobArena {
     ///
     /// [`Error::BlobTooLarge`], over budget, mmap failure, full handle
     /// table; nothing is stored.
+    #[inline]
     pub fn insert(&self, bytes: &[u8]) -> Result<BlobHandle> {
         let len = check_len(bytes)?;
         // SAFETY: `writer` writes the prefix and the bytes, exactly `len`.
@@ -104,6 +105,7 @@ impl BlobArena {
     }
 
     /// The bytes, or `None` if the handle was removed.
+    #[inline]
     pub fn get(&self, handle: BlobHandle) -> Option<BlobRef<'_>> {
         let (guard, ptr) = self.raw.read(handle.index(), handle.generation())?;
         // SAFETY: a prefixed record starts with its length (aligned u32),
@@ -119,16 +121,19 @@ impl BlobArena {
     }
 
     /// A copy of the bytes.
+    #[inline]
     pub fn get_vec(&self, handle: BlobHandle) -> Option<Vec<u8>> {
         self.get(handle).map(|b| b.to_vec())
     }
 
     /// Runs `f` on the bytes (the pin ends before this returns).
+    #[inline]
     pub fn with<R>(&self, handle: BlobHandle, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         self.get(handle).map(|b| f(&b))
     }
 
     /// Removes the record; false if the handle was not current.
+    #[inline]
     pub fn remove(&self, handle: BlobHandle) -> bool {
         self.raw
             .remove(RecordFormat::Prefixed, handle.index(), handle.generation())

@@ -91,6 +91,7 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
     /// # Errors
     ///
     /// Over budget, mmap failure, or a full handle table; nothing is stored.
+    #[inline]
     pub fn insert(&self, value: T) -> Result<Handle<T>> {
         // SAFETY: writes one `T` at the start of a record of size_of::<T>()
         // bytes (or 1 for a zero-sized T) aligned to align_of::<T>().
@@ -102,6 +103,7 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
     }
 
     /// A reference to the record, or `None` if the handle was removed.
+    #[inline]
     pub fn get(&self, handle: Handle<T>) -> Option<Ref<'_, T>> {
         let (guard, ptr) = self.raw.read(handle.index(), handle.generation())?;
         Some(Ref {
@@ -112,16 +114,19 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
     }
 
     /// A copy of the record.
+    #[inline]
     pub fn get_copied(&self, handle: Handle<T>) -> Option<T> {
         self.get(handle).map(|r| *r)
     }
 
     /// Runs `f` on the record (the pin ends before this returns).
+    #[inline]
     pub fn with<R>(&self, handle: Handle<T>, f: impl FnOnce(&T) -> R) -> Option<R> {
         self.get(handle).map(|r| f(&r))
     }
 
     /// Removes the record; false if the handle was not current.
+    #[inline]
     pub fn remove(&self, handle: Handle<T>) -> bool {
         self.raw
             .remove(Self::FORMAT, handle.index(), handle.generation())

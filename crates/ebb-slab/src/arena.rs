@@ -375,10 +375,12 @@ pub struct SlabArena {
     /// Releases whose madvise failed (the slab was unmapped instead).
     release_failures: AtomicU64,
     reservation: Option<Reservation>,
-    /// Bumped by [`seal_active_slabs`](SlabArena::seal_active_slabs):
-    /// [`OwnedSlab`](crate::OwnedSlab)s made under an older value seal
-    /// their slabs at their next allocation.
-    pub(crate) seal_epoch: AtomicU64,
+    /// The arena id (high 32 bits) and a seal epoch (low 32 bits), bumped by
+    /// [`seal_active_slabs`](SlabArena::seal_active_slabs):
+    /// [`OwnedSlab`](crate::OwnedSlab)s carry the key they were made or last
+    /// refilled under; one compare on their fast path checks both that they
+    /// belong here and that no seal was asked since.
+    pub(crate) owned_key: AtomicU64,
 }
 
 impl std::fmt::Debug for SlabArena {
@@ -437,8 +439,11 @@ impl SlabArena {
             releases: AtomicU64::new(0),
             release_failures: AtomicU64::new(0),
             reservation: config.reservation,
-            seal_epoch: AtomicU64::new(0),
+            owned_key: AtomicU64::new(0),
         };
+        arena
+            .owned_key
+            .store(u64::from(arena.id) << 32, Ordering::Relaxed);
         tracing::debug!(
             arena = arena.id,
             slab_bytes,
@@ -654,7 +659,12 @@ impl SlabArena {
     /// For shutdown, tests, and a pressure controller that wants every
     /// empty byte back; later allocations start new slabs.
     pub fn seal_active_slabs(&self) {
-        self.seal_epoch.fetch_add(1, Ordering::AcqRel);
+        let _ = self
+            .owned_key
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |key| {
+                // The epoch wraps inside the low half; the id stays.
+                Some((key & !0xFFFF_FFFF) | u64::from((key as u32).wrapping_add(1)))
+            });
         for shard in self.shards.iter() {
             let mut guard = shard.lock();
             if let Some(active) = guard.take() {

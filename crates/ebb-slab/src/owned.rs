@@ -30,10 +30,13 @@ use std::sync::atomic::Ordering;
 use crate::arena::{ActiveSlab, SlabAlloc, SlabArena, bump};
 use crate::{Error, Result};
 
-/// A spare slab is kept only if at most this fraction of it is still live
-/// when it fills (1/8): beyond that it would hold memory that is not coming
-/// back soon, so it is sealed and left to the release-on-empty rule.
-const SPARE_MAX_LIVE_SHIFT: u32 = 3;
+/// A full slab becomes the spare only if at most half of it is still live
+/// (a churning owner's lag of not-yet-freed records is far less): a mostly
+/// live slab holds memory that is not coming back soon, so it is sealed at
+/// once and left to compaction and the release-on-empty rule. A spare that
+/// has not emptied by the next refill is sealed then, so a wrong guess costs
+/// one fill period, not the slab.
+const SPARE_MAX_LIVE_SHIFT: u32 = 1;
 
 /// Slabs one owner fills without a lock: see the module docs. Make one with
 /// [`SlabArena::owned_slab`], allocate with [`SlabArena::alloc_owned`], give
@@ -55,9 +58,9 @@ const SPARE_MAX_LIVE_SHIFT: u32 = 3;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct OwnedSlab {
-    arena: u32,
-    /// The arena's `seal_epoch` when these slabs were taken.
-    seal_epoch: u64,
+    /// The arena's `owned_key` (its id and seal epoch) when these slabs were
+    /// taken; 0 for no arena (ids start at 1).
+    key: u64,
     active: Option<ActiveSlab>,
     spare: Option<ActiveSlab>,
 }
@@ -71,7 +74,7 @@ unsafe impl Send for OwnedSlab {}
 impl std::fmt::Debug for OwnedSlab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OwnedSlab")
-            .field("arena", &self.arena)
+            .field("arena", &(self.key >> 32))
             .field("active", &self.active.as_ref().map(|a| a.id))
             .field("spare", &self.spare.as_ref().map(|a| a.id))
             .finish()
@@ -83,8 +86,7 @@ impl SlabArena {
     /// allocation.
     pub fn owned_slab(&self) -> OwnedSlab {
         OwnedSlab {
-            arena: self.id,
-            seal_epoch: self.seal_epoch.load(Ordering::Acquire),
+            key: self.owned_key.load(Ordering::Acquire),
             active: None,
             spare: None,
         }
@@ -103,13 +105,13 @@ impl SlabArena {
         if size == 0 {
             return Err(Error::ZeroSize);
         }
-        if owned.arena != self.id {
+        if owned.key >> 32 != u64::from(self.id) {
             return Err(Error::ForeignAllocation);
         }
         if size > self.large_threshold || layout.align() > self.large_threshold {
             return self.alloc_large(layout);
         }
-        if owned.seal_epoch == self.seal_epoch.load(Ordering::Relaxed)
+        if owned.key == self.owned_key.load(Ordering::Relaxed)
             && let Some(active) = owned.active.as_mut()
             && let Some(ptr) = bump(active, size, layout.align(), self.slab_bytes, self.page)
         {
@@ -128,8 +130,7 @@ impl SlabArena {
         let size = layout.size();
         if size == 0
             || size > self.large_threshold
-            || owned.arena != self.id
-            || owned.seal_epoch != self.seal_epoch.load(Ordering::Relaxed)
+            || owned.key != self.owned_key.load(Ordering::Relaxed)
         {
             return None;
         }
@@ -140,10 +141,10 @@ impl SlabArena {
 
     #[cold]
     fn alloc_owned_slow(&self, owned: &mut OwnedSlab, layout: Layout) -> Result<SlabAlloc<'_>> {
-        let epoch = self.seal_epoch.load(Ordering::Acquire);
-        if owned.seal_epoch != epoch {
+        let key = self.owned_key.load(Ordering::Acquire);
+        if owned.key != key {
             self.seal_owned(owned);
-            owned.seal_epoch = epoch;
+            owned.key = key;
         }
         loop {
             if let Some(active) = owned.active.as_mut()
@@ -197,7 +198,7 @@ impl SlabArena {
     /// it takes new ones at its next allocation. For a thread leaving, an
     /// owner going idle, or shutdown. A no-op for another arena's slabs.
     pub fn seal_owned(&self, owned: &mut OwnedSlab) {
-        if owned.arena != self.id {
+        if owned.key >> 32 != u64::from(self.id) {
             return;
         }
         for slab in [owned.active.take(), owned.spare.take()]
@@ -243,8 +244,7 @@ impl Default for OwnedSlab {
     /// with [`Error::ForeignAllocation`]); a placeholder.
     fn default() -> Self {
         OwnedSlab {
-            arena: 0,
-            seal_epoch: 0,
+            key: 0,
             active: None,
             spare: None,
         }
