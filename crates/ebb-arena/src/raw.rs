@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compact::{CompactionPolicy, CompactionReport};
 use crate::error::{CompactionError, Error, Result};
 use crate::reclaim::{Local, Reclaimer, Retired, SLOT_STASH, Shared, push_retired};
-use crate::slots::{MAX_SLOTS, pack, stash_entry, unpack, unstash};
+use crate::slots::{MAX_SLOTS, StashedSlot, pack, unpack};
 
 /// The maintenance methods shared by [`TypedArena`](crate::TypedArena) and
 /// [`BlobArena`](crate::BlobArena) (both wrap a `RawArena` named `raw`).
@@ -365,20 +365,17 @@ impl RawArena {
         }
     }
 
-    /// Publishes a written record in a claimed vacant slot (a stash entry).
+    /// Publishes a written record in a claimed vacant slot.
     #[inline]
-    fn publish(&self, local: &mut Local, entry: u64, alloc: SlabAlloc<'_>) -> (u32, u32) {
-        let (index, vacant_generation) = unstash(entry);
+    fn publish(&self, local: &mut Local, entry: StashedSlot, alloc: SlabAlloc<'_>) -> (u32, u32) {
         let place = self.place_of(&alloc);
         let _ = alloc.into_raw(); // owned by the slot from here on
-        let slot = self
-            .shared
-            .slots
-            .get(index)
-            .expect("claimed index has a slot");
-        let generation = slot.publish_vacant(place, vacant_generation);
+        // SAFETY: `entry` came out of this thread's stash for this arena
+        // (claimed by no one else), from this arena's table, alive while
+        // `self` is.
+        let stored = unsafe { entry.publish(place) };
         local.add_records(1);
-        (index, generation)
+        stored
     }
 
     /// `insert` when the fast path does not apply: a new slab, a fresh
@@ -406,14 +403,16 @@ impl RawArena {
     /// A vacant slot (a stash entry) when this thread's stash is empty: the
     /// free lists, or a fresh block (its first index, the rest stashed).
     #[cold]
-    fn claim_slot(&self, local: &mut Local) -> Option<u64> {
+    fn claim_slot(&self, local: &mut Local) -> Option<StashedSlot> {
         let slots = &self.shared.slots;
         if let Some(i) = slots.claim_free() {
-            let generation = slots.get(i)?.vacant_generation();
-            return Some(stash_entry(i, generation));
+            let slot = slots.get(i)?;
+            return Some(StashedSlot::new(i, slot.vacant_generation(), slot));
         }
         // Never used: zeroed, generation 0 (slot invariant 1).
-        let mut block = slots.grow_block(SLOT_BLOCK).map(|i| stash_entry(i, 0));
+        let mut block = slots
+            .grow_block(SLOT_BLOCK)
+            .filter_map(|i| Some(StashedSlot::new(i, 0, slots.get(i)?)));
         let first = block.next()?;
         local.free_slots.extend(block);
         Some(first)
@@ -444,7 +443,7 @@ impl RawArena {
             if local.free_slots.len() < SLOT_STASH {
                 local
                     .free_slots
-                    .push(stash_entry(index, generation.wrapping_add(1)));
+                    .push(StashedSlot::new(index, generation.wrapping_add(1), slot));
             } else {
                 shared.slots.release(index);
             }

@@ -49,7 +49,7 @@ use crossbeam_utils::CachePadded;
 use ebb_slab::{OwnedSlab, SlabArena};
 use parking_lot::Mutex;
 
-use crate::slots::{SlotTable, unstash};
+use crate::slots::{SlotTable, StashedSlot};
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
@@ -80,9 +80,11 @@ pub(crate) struct Retired {
 /// is of the same slab.
 #[inline]
 pub(crate) fn push_retired(runs: &mut Vec<Retired>, slab: u32, bytes: u64) {
+    // A run never nears u32::MAX records: a thread's batch is deferred at
+    // RETIRE_BATCH, and compaction's one run per slab holds at most a
+    // slab's records (2^30 one-byte records in the largest slab).
     if let Some(last) = runs.last_mut()
         && last.slab == slab
-        && last.records < u32::MAX
     {
         last.records += 1;
         last.bytes += bytes;
@@ -180,8 +182,8 @@ pub(crate) struct Local {
     /// The slabs this thread bump-allocates in.
     pub owned: OwnedSlab,
     /// Vacant slots for this thread's next inserts (at most `SLOT_STASH`),
-    /// as `slots::stash_entry` (index and generation).
-    pub free_slots: Vec<u64>,
+    /// with their generations and addresses.
+    pub free_slots: Vec<StashedSlot>,
     /// Retired records not yet deferred, as runs per slab (invariant 2).
     retired: Vec<Retired>,
     /// Records and bytes in `retired`.
@@ -252,7 +254,7 @@ impl Drop for Local {
             return; // the arena is gone, and its memory with it
         };
         for entry in self.free_slots.drain(..) {
-            shared.slots.release(unstash(entry).0);
+            shared.slots.release(entry.index());
         }
         shared.orphan(std::mem::take(&mut self.owned));
         let mut counts = shared.counts.lock();

@@ -465,15 +465,48 @@ impl Drop for SlotTable {
     }
 }
 
-/// A vacant slot in a thread's stash: its index (high half) and its
-/// current, even generation (low half), so publishing into it needs no load.
-pub(crate) fn stash_entry(index: u32, vacant_generation: u32) -> u64 {
-    (u64::from(index) << 32) | u64::from(vacant_generation)
+/// A vacant slot in a thread's stash: its index, its current (even)
+/// generation, and its address, so publishing into it needs no table
+/// lookup and no load of a line that may have left the cache.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StashedSlot {
+    index: u32,
+    vacant_generation: u32,
+    slot: std::ptr::NonNull<Slot>,
 }
 
-/// Unpacks a stash entry into (index, vacant generation).
-pub(crate) fn unstash(entry: u64) -> (u32, u32) {
-    ((entry >> 32) as u32, entry as u32)
+impl StashedSlot {
+    /// `slot` is the table's slot at `index`, vacant at `vacant_generation`
+    /// and claimed by the caller.
+    pub fn new(index: u32, vacant_generation: u32, slot: &Slot) -> StashedSlot {
+        StashedSlot {
+            index,
+            vacant_generation,
+            slot: std::ptr::NonNull::from(slot),
+        }
+    }
+
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    /// Publishes `place` in the slot; returns (index, generation).
+    ///
+    /// # Safety
+    ///
+    /// The table the slot came from is alive (slots live as long as their
+    /// table, invariant 1), and the slot is still vacant and claimed by the
+    /// caller alone (it was taken out of the caller's stash).
+    #[inline]
+    pub unsafe fn publish(self, place: u64) -> (u32, u32) {
+        // SAFETY: the caller's contract: the slot is alive; `&Slot` is all
+        // the protocol needs (its fields are atomics).
+        let slot = unsafe { self.slot.as_ref() };
+        (
+            self.index,
+            slot.publish_vacant(place, self.vacant_generation),
+        )
+    }
 }
 
 /// Packs a slab address into a place.
