@@ -14,6 +14,7 @@ lint:
 # Criterion benches (several minutes) and the peers figures.
 bench:
     cargo bench -p ebb-bench --bench slab_alloc
+    cargo bench -p ebb-bench --bench arena_handles
     cargo run --release -p ebb-bench --bin peers -- release --json
     cargo run --release -p ebb-bench --bin peers -- release --json --thp
     cargo run --release -p ebb-bench --bin peers -- fragmentation --json
@@ -58,6 +59,18 @@ pool *ARGS:
 # Full-scale arena tests (1 GiB compaction and cancellation, 60 s stress).
 test-full:
     EBB_ARENA_BYTES=1073741824 EBB_ARENA_STRESS_SECS=60 cargo test --release -p ebb-arena
+
+# The arena's insert+remove beside slotmap, slab and sharded-slab
+# (criterion, 1 and 2 threads), then the quick profiling loop (ebb and
+# slotmap alternating in one process, best and median of 20 rounds).
+handles:
+    cargo bench -p ebb-bench --bench arena_handles
+    cargo run --release -p ebb-arena --example pairs
+
+# One compaction of 1 GiB (GIB=n), timed, to profile with
+# `perf record -D 4900` (compaction starts 5 s in).
+compact-profile GIB="1":
+    GIB={{GIB}} cargo run --release -p ebb-arena --example compact_profile
 
 # The fragmentation scenario on glibc, jemalloc, mimalloc and ebb (2 GiB).
 fragmentation *ARGS:

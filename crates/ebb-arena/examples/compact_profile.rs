@@ -1,6 +1,6 @@
 //! Fills a BlobArena with `GIB` GiB of 64..=4096 B records, removes a
-//! random 75 %, then compacts, printing the phase times: a loop to profile
-//! compaction alone (`perf record -D <fill ms>`). The figure of record is
+//! random 75 %, then compacts, printing both times: a run to profile
+//! compaction alone (it starts 5 s in: `perf record -D 4900`). The figure of record is
 //! `peers fragmentation`.
 use std::time::Instant;
 
