@@ -39,11 +39,25 @@ fn main() {
     if let Some(rest) = std::time::Duration::from_secs(5).checked_sub(start.elapsed()) {
         std::thread::sleep(rest);
     }
+    let faults = || {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // minflt is the 10th field after the command name.
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(7))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let faults_before = faults();
     let t = Instant::now();
     let r = arena
         .compact(&CompactionPolicy::default(), &CancellationToken::new())
         .expect("compact");
     let s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "minor faults during compaction: {}",
+        faults() - faults_before
+    );
     eprintln!(
         "compact {:.1} ms: {} records, {} bytes, {:.2} GB/s",
         s * 1e3,
