@@ -53,7 +53,9 @@ use crate::slots::{MAX_SLOTS, StashedSlot, pack, unpack};
 /// [`BlobArena`](crate::BlobArena) (both wrap a `RawArena` named `raw`).
 macro_rules! arena_maintenance {
     () => {
-        /// Live records.
+        /// Live records: the sum of every thread's count (a short lock and
+        /// one load per thread that used the arena; exact when no insert or
+        /// remove is in flight). For stats, not for a hot loop.
         pub fn len(&self) -> usize {
             self.raw.len()
         }
