@@ -93,8 +93,8 @@ miri:
 
 # AddressSanitizer (and LeakSanitizer) over the real mmap path.
 asan:
-    RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" \
-        cargo test --target x86_64-unknown-linux-gnu -p ebb-core -p ebb-slab -p ebb-arena -p ebb-pool --tests
+    EBB_SANITIZER=address RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" \
+        cargo test --no-fail-fast --target x86_64-unknown-linux-gnu -p ebb-core -p ebb-slab -p ebb-arena -p ebb-pool --tests
 
 # valgrind memcheck over the slab tests.
 valgrind:
