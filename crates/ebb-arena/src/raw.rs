@@ -154,18 +154,15 @@ fn prefetch(p: *const u8) {
 const MOVE_GROUP: usize = 16;
 
 /// Records at least this long are copied with streaming stores.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 const STREAM_MIN: usize = 256;
 
 /// True if this CPU has AVX-512F (checked once): the streaming copy writes
 /// each 64-byte line with one store.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 fn can_stream_lines() -> bool {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    {
-        static CACHED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *CACHED.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    false
+    static CACHED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CACHED.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }
 
 /// Copies `len` bytes for compaction. The target slab fills sequentially and
