@@ -154,25 +154,8 @@ impl Slot {
     /// a replace or move in progress (a few stores).
     #[inline]
     pub fn remove(&self, generation: u32) -> Option<u64> {
-        if generation & 1 == 0 {
+        if !self.leave_unlocked(generation, u64::from(generation.wrapping_add(1))) {
             return None;
-        }
-        let current = u64::from(generation);
-        let mut spins = 0;
-        loop {
-            match self.state.compare_exchange(
-                current,
-                u64::from(generation.wrapping_add(1)),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(seen) if seen == current | LOCKED => {
-                    spin_wait(spins);
-                    spins += 1;
-                }
-                Err(_) => return None,
-            }
         }
         // No one changes the place now (invariant 3); the lockers' stores
         // happen-before their unlock, which the CAS read. The place stays
@@ -184,18 +167,24 @@ impl Slot {
     /// Takes the lock of the record of `generation`; false if the record is
     /// gone.
     fn lock(&self, generation: u32) -> bool {
+        self.leave_unlocked(generation, u64::from(generation) | LOCKED)
+    }
+
+    /// Moves the state from the unlocked, occupied `generation` to `to` with
+    /// one CAS, waiting while another caller holds the lock; false if the
+    /// record of `generation` is gone (or `generation` is a vacant one).
+    #[inline]
+    fn leave_unlocked(&self, generation: u32, to: u64) -> bool {
         if generation & 1 == 0 {
             return false;
         }
         let current = u64::from(generation);
         let mut spins = 0;
         loop {
-            match self.state.compare_exchange(
-                current,
-                current | LOCKED,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .state
+                .compare_exchange(current, to, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
                 Err(seen) if seen == current | LOCKED => {
                     spin_wait(spins);
