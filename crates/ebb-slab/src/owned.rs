@@ -101,6 +101,9 @@ impl SlabArena {
     /// belongs to another arena. A failed call allocates nothing.
     #[inline]
     pub fn alloc_owned(&self, owned: &mut OwnedSlab, layout: Layout) -> Result<SlabAlloc<'_>> {
+        if let Some(alloc) = self.try_alloc_owned(owned, layout) {
+            return Ok(alloc);
+        }
         let size = layout.size();
         if size == 0 {
             return Err(Error::ZeroSize);
@@ -110,12 +113,6 @@ impl SlabArena {
         }
         if size > self.large_threshold || layout.align() > self.large_threshold {
             return self.alloc_large(layout);
-        }
-        if owned.key == self.owned_key.load(Ordering::Relaxed)
-            && let Some(active) = owned.active.as_mut()
-            && let Some(ptr) = bump(active, size, layout.align(), self.slab_bytes, self.page)
-        {
-            return Ok(self.make_alloc(ptr, size, active.id));
         }
         self.alloc_owned_slow(owned, layout)
     }
@@ -128,8 +125,11 @@ impl SlabArena {
     #[inline]
     pub fn try_alloc_owned(&self, owned: &mut OwnedSlab, layout: Layout) -> Option<SlabAlloc<'_>> {
         let size = layout.size();
+        // An alignment over half a slab is a dedicated mapping's, as in
+        // `alloc`: a slab's base is aligned only to the slab size.
         if size == 0
             || size > self.large_threshold
+            || layout.align() > self.large_threshold
             || owned.key != self.owned_key.load(Ordering::Relaxed)
         {
             return None;

@@ -117,6 +117,22 @@ fn another_arenas_owned_slab_is_refused() {
 }
 
 #[test]
+fn an_alignment_over_half_a_slab_is_never_bumped() {
+    let a = arena();
+    let mut owned = a.owned_slab();
+    let warm = a.alloc_owned(&mut owned, KIB).unwrap();
+    // A small record aligned to twice the slab: the slab's base is aligned
+    // only to the slab size, so this needs a mapping of its own.
+    let wide = Layout::from_size_align(8, 2 * SLAB).unwrap();
+    assert!(a.try_alloc_owned(&mut owned, wide).is_none());
+    let x = a.alloc_owned(&mut owned, wide).unwrap();
+    assert_eq!(x.as_ptr() as usize % (2 * SLAB), 0);
+    assert_eq!(a.slab_info(x.slab()).unwrap().state, SlabState::Large);
+    a.free(x).unwrap();
+    a.free(warm).unwrap();
+}
+
+#[test]
 fn large_and_zero_sizes_take_the_general_path() {
     let a = arena();
     let mut owned = a.owned_slab();
