@@ -12,7 +12,11 @@ pub enum Error {
     /// configuration.
     #[error(transparent)]
     Slab(#[from] ebb_slab::Error),
-    /// The handle table is full (2^28 records at once).
+    /// The handle table is full (2^28 records at once). Once every index
+    /// has been handed out, removed records' slots go to shared free lists,
+    /// not to a thread's stash; slots a thread stashed before that and has
+    /// not used since (at most 4096 per thread that has not inserted or
+    /// removed since) are reached only when it next calls in.
     #[error("arena holds the maximum of {max} records")]
     TooManyRecords {
         /// The table's capacity.

@@ -18,7 +18,7 @@ use std::marker::PhantomData;
 /// failed store-to-load forward cost the insert loop ~5 ns a record.
 pub struct Handle<T> {
     bits: u64,
-    _type: PhantomData<fn() -> T>,
+    _type: PhantomData<fn(T) -> T>,
 }
 
 impl<T> Handle<T> {

@@ -8,6 +8,8 @@ mod raw;
 mod reclaim;
 mod slots;
 mod typed;
+#[cfg(test)]
+mod unit_tests;
 
 pub use blob::{BlobArena, BlobRef};
 pub use compact::{CompactionPolicy, CompactionReport};
@@ -24,6 +26,13 @@ pub use tokio_util::sync::CancellationToken;
 #[doc(hidden)]
 pub mod __private {
     //! The slot protocol, exposed for the loom model only; not API.
+    /// The ready queue, for the loom model alone.
+    #[cfg(loom)]
+    pub use crate::reclaim::{ReadyQueue, Retired};
+    /// The table and its free lists, for the loom model alone (its
+    /// `release` trusts its caller, so it is not reachable otherwise).
+    #[cfg(loom)]
+    pub use crate::slots::SlotTable;
     pub use crate::slots::{NO_PLACE, Slot};
 }
 

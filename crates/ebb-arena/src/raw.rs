@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compact::{CompactionPolicy, CompactionReport};
 use crate::error::{CompactionError, Error, Result};
 use crate::reclaim::{Local, Reclaimer, Retired, SLOT_STASH, Shared, push_retired};
-use crate::slots::{MAX_SLOTS, StashedSlot, pack, unpack};
+use crate::slots::{SlotTable, StashedSlot, pack, unpack};
 
 /// The maintenance methods shared by [`TypedArena`](crate::TypedArena) and
 /// [`BlobArena`](crate::BlobArena) (both wrap a `RawArena` named `raw`).
@@ -278,7 +278,7 @@ pub(crate) struct RawArena {
     /// The slab arena and the handle table, shared weakly with the threads'
     /// entries (see `reclaim`).
     shared: Arc<Shared>,
-    reclaim: Reclaimer,
+    pub(crate) reclaim: Reclaimer,
     format: RecordFormat,
     /// `slab_bytes - 1`: a slab allocation's offset is its address masked.
     offset_mask: usize,
@@ -295,9 +295,23 @@ pub(crate) struct RawArena {
 
 impl RawArena {
     pub fn new(config: SlabConfig, format: RecordFormat) -> Result<RawArena> {
+        Self::with_slots(config, format, SlotTable::new())
+    }
+
+    /// An arena whose handle table hands out at most `limit` indices.
+    #[cfg(test)]
+    pub fn with_slot_limit(
+        config: SlabConfig,
+        format: RecordFormat,
+        limit: u32,
+    ) -> Result<RawArena> {
+        Self::with_slots(config, format, SlotTable::with_limit(limit))
+    }
+
+    fn with_slots(config: SlabConfig, format: RecordFormat, slots: SlotTable) -> Result<RawArena> {
         let slab = SlabArena::new(config)?;
         let offset_mask = slab.slab_bytes() - 1;
-        let shared = Arc::new(Shared::new(slab));
+        let shared = Arc::new(Shared::new(slab, slots));
         Ok(RawArena {
             reclaim: Reclaimer::new(&shared),
             shared,
@@ -460,7 +474,9 @@ impl RawArena {
             let alloc = shared.slab.alloc_owned(&mut local.owned, layout)?;
             let Some(entry) = local.free_slots.pop().or_else(|| self.claim_slot(local)) else {
                 let _ = shared.slab.free(alloc);
-                return Err(Error::TooManyRecords { max: MAX_SLOTS });
+                return Err(Error::TooManyRecords {
+                    max: shared.slots.limit(),
+                });
             };
             write(alloc.as_ptr());
             Ok(self.publish(local, entry, alloc))
@@ -511,12 +527,17 @@ impl RawArena {
         // Ours now: no one else frees it (slot invariant 3).
         let bytes = self.record_len(format, place);
         let deferred = self.reclaim.with_local(|local| {
-            if local.free_slots.len() < SLOT_STASH {
+            if local.free_slots.len() < SLOT_STASH && !shared.slots.is_exhausted() {
                 local
                     .free_slots
                     .push(StashedSlot::new(index, generation.wrapping_add(1), slot));
             } else {
                 shared.slots.release(index);
+                // A full table: this thread's stash goes back too, so other
+                // threads' inserts can reach it.
+                for entry in local.free_slots.drain(..) {
+                    shared.slots.release(entry.index());
+                }
             }
             local.add_records(-1);
             local.retire(unpack(place).0, bytes)
@@ -662,7 +683,7 @@ impl RawArena {
                 }
                 let guard = self.reclaim.pin();
                 let mut retired = Vec::new();
-                let mut locked = Vec::with_capacity(MOVE_GROUP);
+                let mut locked = LockedGroup::new(&self.shared.slots);
                 let mut copied: Vec<(u64, usize)> = Vec::with_capacity(MOVE_GROUP);
                 for (g, group) in records.chunks(MOVE_GROUP).enumerate() {
                     // Lock the group's records first, then copy them all,
@@ -672,16 +693,10 @@ impl RawArena {
                     // of the time of a 1 GiB compaction); this way the CASes
                     // come in a row, and one fence covers the group's
                     // streaming stores.
-                    locked.clear();
                     copied.clear();
                     let mut failed = None;
-                    locked.extend(group.iter().copied().filter(|&(index, generation, place)| {
-                        self.shared
-                            .slots
-                            .get(index)
-                            .is_some_and(|slot| slot.lock_if_at(generation, place))
-                    }));
-                    for (k, &(_, _, place)) in locked.iter().enumerate() {
+                    locked.lock(group);
+                    for (k, &(_, _, place)) in locked.held().iter().enumerate() {
                         // The next records' first lines are DRAM misses:
                         // start them now so they overlap this record's copy.
                         // Not validated: a record past this group may be
@@ -711,22 +726,15 @@ impl RawArena {
                     // The copies' streaming stores reach every core before
                     // any of them is published: one fence for the group.
                     store_fence();
-                    for (&(index, generation, place), &(new_place, len)) in
-                        locked.iter().zip(&copied)
-                    {
-                        let slot = self.shared.slots.get(index).expect("locked slot exists");
-                        slot.finish_move(generation, Some(new_place));
-                        push_retired(&mut retired, unpack(place).0, len as u64);
+                    for &(new_place, len) in &copied {
+                        let old_place = locked.finish_next(new_place);
+                        push_retired(&mut retired, unpack(old_place).0, len as u64);
                         report.records_moved += 1;
                         report.bytes_moved += len as u64;
                     }
                     if let Some(stop) = failed {
                         // Unlock the rest of the group unmoved, then stop.
-                        for &(index, generation, _) in &locked[copied.len()..] {
-                            if let Some(slot) = self.shared.slots.get(index) {
-                                slot.finish_move(generation, None);
-                            }
-                        }
+                        locked.unlock_rest();
                         self.reclaim.retire_batch(&guard, retired);
                         return Err(stop);
                     }
@@ -814,6 +822,74 @@ impl RawArena {
 enum Stop {
     Cancelled,
     Slab(ebb_slab::Error),
+}
+
+/// The slots of one move group a compaction holds locked, in order: the
+/// first `done` are finished (repointed and unlocked), the rest still
+/// locked. Dropping it unlocks the rest unmoved, so a panic in the middle
+/// of a group (a broken invariant) never leaves a slot locked, where
+/// removes and replaces of its record would wait forever.
+pub(crate) struct LockedGroup<'a> {
+    slots: &'a crate::slots::SlotTable,
+    held: Vec<(u32, u32, u64)>,
+    done: usize,
+}
+
+impl<'a> LockedGroup<'a> {
+    pub(crate) fn new(slots: &'a crate::slots::SlotTable) -> LockedGroup<'a> {
+        LockedGroup {
+            slots,
+            held: Vec::with_capacity(MOVE_GROUP),
+            done: 0,
+        }
+    }
+
+    /// Locks each record of `group` (index, generation, place) that still
+    /// holds the place the scan saw; the previous group must be finished.
+    pub(crate) fn lock(&mut self, group: &[(u32, u32, u64)]) {
+        debug_assert_eq!(self.done, self.held.len(), "previous group still locked");
+        self.held.clear();
+        self.done = 0;
+        let slots = self.slots;
+        self.held
+            .extend(group.iter().copied().filter(|&(index, generation, place)| {
+                slots
+                    .get(index)
+                    .is_some_and(|slot| slot.lock_if_at(generation, place))
+            }));
+    }
+
+    /// The locked records, in the order they are finished.
+    pub(crate) fn held(&self) -> &[(u32, u32, u64)] {
+        &self.held
+    }
+
+    /// Points the next locked record at its copy `new` and unlocks it;
+    /// returns its old place (to retire).
+    pub(crate) fn finish_next(&mut self, new: u64) -> u64 {
+        let (index, generation, place) = self.held[self.done];
+        self.done += 1;
+        if let Some(slot) = self.slots.get(index) {
+            slot.finish_move(generation, Some(new));
+        }
+        place
+    }
+
+    /// Unlocks every record not yet finished, unmoved.
+    fn unlock_rest(&mut self) {
+        while let Some(&(index, generation, _)) = self.held.get(self.done) {
+            self.done += 1;
+            if let Some(slot) = self.slots.get(index) {
+                slot.finish_move(generation, None);
+            }
+        }
+    }
+}
+
+impl Drop for LockedGroup<'_> {
+    fn drop(&mut self) {
+        self.unlock_rest();
+    }
 }
 
 impl Drop for RawArena {

@@ -30,10 +30,12 @@
 //! Invariants:
 //!
 //! 1. A `Local` is reached only by its own thread, through `with_local`,
-//!    and only once at a time: while `f` runs, `LAST` reads `(0, ptr)`;
-//!    a re-entrant call for the same arena finds it so and panics rather
-//!    than alias it (no arena code calls back in; a `tracing` subscriber
-//!    that used the same arena would).
+//!    and only once at a time: while `f` runs, `LAST` reads `(0, ptr)`
+//!    (reset on return and on unwind alike); a re-entrant call for the
+//!    same arena finds it so and runs on a temporary `Local` rather than
+//!    alias it (no arena code calls back in; a `tracing` subscriber that
+//!    used the same arena would), as does a call from a thread-local
+//!    destructor once `LOCALS` is gone.
 //! 2. A place in a `Local`'s retired batch left its slot and belongs to no
 //!    one else: it is freed only after its deferred function ran.
 //! 3. A thread's record count is written by that thread only (a load and a
@@ -41,7 +43,7 @@
 //!    registered counts plus what departed threads left.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use crossbeam_epoch::{Collector, Guard, LocalHandle};
@@ -70,7 +72,8 @@ pub(crate) const SLOT_STASH: usize = 4096;
 /// the bytes per slab (a bump allocator keeps no per-place free lists), so
 /// a thread's run of removes from one slab is one entry and one free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Retired {
+#[doc(hidden)]
+pub struct Retired {
     pub slab: u32,
     pub records: u32,
     pub bytes: u64,
@@ -120,10 +123,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(slab: SlabArena) -> Shared {
+    pub fn new(slab: SlabArena, slots: SlotTable) -> Shared {
         Shared {
             slab,
-            slots: SlotTable::new(),
+            slots,
             counts: Mutex::new(Vec::new()),
             departed: AtomicI64::new(0),
             orphans: Mutex::new(Vec::new()),
@@ -291,26 +294,43 @@ thread_local! {
 
 /// Retired records whose readers are gone, waiting to be freed.
 /// Deferred functions push from whichever thread collects; writers swap the
-/// whole batch out and free it (see `RawArena::drain_ready`).
-#[derive(Default)]
-pub(crate) struct ReadyQueue {
+/// whole batch out and free it (see `RawArena::drain_ready`). On the sync
+/// shim's atomics and mutex, so the loom model runs this code.
+#[doc(hidden)]
+pub struct ReadyQueue {
     /// Whole batches as they were retired (moved in, never copied).
-    batches: Mutex<Vec<Vec<Retired>>>,
-    /// Records in `batches`.
-    len: AtomicUsize,
+    batches: ebb_core::sync::Mutex<Vec<Vec<Retired>>>,
+    /// Records in `batches`: changed only under `batches`' lock, so it
+    /// never counts a batch that is not there, nor misses one that is.
+    len: ebb_core::sync::AtomicUsize,
+}
+
+impl Default for ReadyQueue {
+    fn default() -> Self {
+        ReadyQueue {
+            batches: ebb_core::sync::Mutex::new(Vec::new()),
+            len: ebb_core::sync::AtomicUsize::new(0),
+        }
+    }
 }
 
 impl ReadyQueue {
-    fn push_all(&self, batch: Vec<Retired>) {
+    /// Queues a batch whose readers are gone.
+    pub fn push_all(&self, batch: Vec<Retired>) {
         let n: usize = batch.iter().map(|r| r.records as usize).sum();
-        self.batches.lock().push(batch);
+        // The count changes under the lock, with the batches: a swap that
+        // takes this batch also subtracts what was added for it, never
+        // before it was added (`len` stays exact between the two).
+        let mut batches = self.batches.lock();
+        batches.push(batch);
         self.len.fetch_add(n, Ordering::Release);
     }
 
     /// Swaps the queued batches into `out` (empty, keeping its capacity).
     pub fn swap_into(&self, out: &mut Vec<Vec<Retired>>) {
         debug_assert!(out.is_empty());
-        std::mem::swap(&mut *self.batches.lock(), out);
+        let mut batches = self.batches.lock();
+        std::mem::swap(&mut *batches, out);
         let n: usize = out.iter().flatten().map(|r| r.records as usize).sum();
         self.len.fetch_sub(n, Ordering::Release);
     }
@@ -341,60 +361,91 @@ impl Reclaimer {
     }
 
     /// Runs `f` on this thread's entry for this arena, registering it with
-    /// the collector on first use. `f` must not call back into the arena
-    /// (invariant 1).
+    /// the collector on first use. Never panics of its own: where the
+    /// thread's entry cannot be had (the thread-locals are being torn down,
+    /// so this is a call from a thread-local destructor; or the entry is in
+    /// use by an outer call on this thread, a re-entrant call), `f` runs on
+    /// a temporary entry that hands everything back as it drops
+    /// (invariant 1). If `f` panics, the entry is released all the same.
     #[inline(always)]
     pub fn with_local<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
         let (uid, entry) = LAST.get();
-        let entry = if uid == self.uid {
-            entry
-        } else {
-            self.find_local()
-        };
+        if uid == self.uid {
+            return self.run_on(entry, f);
+        }
+        match self.find_local() {
+            Some(entry) => self.run_on(entry, f),
+            None => self.run_on_temporary(f),
+        }
+    }
+
+    /// Runs `f` on `entry`, marked in use in `LAST` until `f` returns or
+    /// unwinds (invariant 1).
+    #[inline(always)]
+    fn run_on<R>(&self, entry: *mut Local, f: impl FnOnce(&mut Local) -> R) -> R {
+        /// Marks the entry free again, on return and on unwind alike.
+        struct Release(u64, *mut Local);
+        impl Drop for Release {
+            #[inline(always)]
+            fn drop(&mut self) {
+                LAST.set((self.0, self.1));
+            }
+        }
         LAST.set((0, entry));
+        let _release = Release(self.uid, entry);
         // SAFETY: `entry` points at a boxed `Local` of this thread's list
         // (it stays there while this arena lives, and this arena is alive:
         // we are in one of its methods), and no other reference to it exists
         // while `f` runs: `LAST` reads `(0, entry)` meanwhile, which both
-        // paths here refuse to hand out again (invariant 1).
-        let r = f(unsafe { &mut *entry });
-        LAST.set((self.uid, entry));
-        r
+        // paths of `with_local` refuse to hand out again (invariant 1).
+        f(unsafe { &mut *entry })
     }
 
-    /// This thread's entry for this arena, registered on first use.
+    /// Runs `f` on an entry made for this call alone (see `with_local`).
+    /// Slow (a registration with the collector), and only for calls from
+    /// thread-local destructors and re-entrant calls.
     #[cold]
     #[inline(never)]
-    fn find_local(&self) -> *mut Local {
-        let busy = LAST.get();
-        LOCALS.with(|locals| {
-            let mut locals = locals.borrow_mut();
-            let entry: *mut Local = match locals.0.iter_mut().find(|e| e.uid == self.uid) {
-                Some(e) => &mut **e,
-                None => self.register(&mut locals.0),
-            };
-            assert!(
-                busy != (0, entry),
-                "an arena was called back into from inside one of its own operations"
-            );
-            entry
-        })
+    fn run_on_temporary<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
+        let mut entry = self.new_local();
+        f(&mut entry)
     }
 
+    /// This thread's entry for this arena, registered on first use; `None`
+    /// if the thread-locals are gone (a call from a thread-local
+    /// destructor) or the entry is in use by an outer call.
     #[cold]
-    #[expect(
-        clippy::vec_box,
-        reason = "LAST points into the boxes: they must not move"
-    )]
-    fn register<'l>(&self, locals: &'l mut Vec<Box<Local>>) -> &'l mut Local {
-        locals.retain(|e| e.shared.strong_count() > 0);
+    #[inline(never)]
+    fn find_local(&self) -> Option<*mut Local> {
+        let busy = LAST.get();
+        LOCALS
+            .try_with(|locals| {
+                let mut locals = locals.try_borrow_mut().ok()?;
+                let entry: *mut Local = match locals.0.iter_mut().find(|e| e.uid == self.uid) {
+                    Some(e) => &mut **e,
+                    None => {
+                        locals.0.retain(|e| e.shared.strong_count() > 0);
+                        locals.0.push(Box::new(self.new_local()));
+                        &mut **locals.0.last_mut().expect("just pushed")
+                    }
+                };
+                (busy != (0, entry)).then_some(entry)
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// A new entry for the calling thread, registered with the collector
+    /// and counted in the arena.
+    #[cold]
+    fn new_local(&self) -> Local {
         let shared = self
             .shared
             .upgrade()
             .expect("the arena calling in keeps its shared state alive");
         let count: Count = Arc::new(CachePadded::new(AtomicI64::new(0)));
         shared.counts.lock().push(Arc::clone(&count));
-        locals.push(Box::new(Local {
+        Local {
             uid: self.uid,
             shared: Arc::downgrade(&shared),
             owned: shared.adopt(),
@@ -406,8 +457,7 @@ impl Reclaimer {
             ready: Arc::clone(&self.ready),
             handle: self.collector.register(),
             _collector: self.collector.clone(),
-        }));
-        locals.last_mut().expect("just pushed")
+        }
     }
 
     /// Pins this arena's epoch on the calling thread.

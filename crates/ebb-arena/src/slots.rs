@@ -28,15 +28,25 @@
 //! 4. An index is on the free list only while its slot is vacant and its
 //!    place has been taken.
 
+#[cfg(not(loom))]
 use std::alloc::Layout;
-use std::sync::atomic::AtomicPtr;
 
-use ebb_core::sync::{AtomicU64, Ordering, spin_wait};
-use parking_lot::Mutex;
+use crossbeam_utils::CachePadded;
+use ebb_core::sync::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Mutex, Ordering, spin_wait};
 
+// Under loom the table is tiny (a model explores a handful of slots, and
+// every loom atomic is a tracked object) and its chunks are built slot by
+// slot (zeroed bytes are not a valid loom atomic). Everything else, the
+// free lists, `claimed` and the slot protocol, is the same code.
+#[cfg(not(loom))]
 const CHUNK_BITS: u32 = 16;
-const CHUNK_LEN: usize = 1 << CHUNK_BITS;
+#[cfg(not(loom))]
 const CHUNKS: usize = 1 << 12;
+#[cfg(loom)]
+const CHUNK_BITS: u32 = 2;
+#[cfg(loom)]
+const CHUNKS: usize = 4;
+const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 
 /// Most records one arena can hold at once.
 pub(crate) const MAX_SLOTS: usize = CHUNK_LEN * CHUNKS;
@@ -49,6 +59,8 @@ const FREE_STRIPES: usize = 16;
 #[inline]
 pub(crate) fn thread_stripe() -> usize {
     use std::cell::Cell;
+    // std's atomic, not the shim's: a stripe is only a hint (any stripe is
+    // correct), and a static needs a const constructor.
     use std::sync::atomic::{AtomicUsize, Ordering as O};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -136,9 +148,14 @@ impl Slot {
 
     /// The place of the record of `generation`, if it is still current.
     /// The caller must be pinned before calling, so the place stays valid.
+    ///
+    /// `generation` may be anything a caller forged: an even (vacant)
+    /// generation finds nothing even when the slot has it, since a vacant
+    /// slot's `place` is stale, on the free list, or never set
+    /// (invariant 2).
     #[inline]
     pub fn read(&self, generation: u32) -> Option<u64> {
-        if self.state.load(Ordering::Acquire) as u32 != generation {
+        if generation & 1 == 0 || self.state.load(Ordering::Acquire) as u32 != generation {
             return None;
         }
         let place = self.place.load(Ordering::Acquire);
@@ -284,7 +301,10 @@ impl Slot {
     }
 }
 
-pub(crate) struct SlotTable {
+/// The handle table: chunks of slots, and the striped free lists of vacant
+/// indices. `pub` only for the loom model (re-exported under `cfg(loom)`).
+#[doc(hidden)]
+pub struct SlotTable {
     chunks: Box<[AtomicPtr<Slot>]>,
     /// Serializes chunk allocation and `next`.
     grow: Mutex<u32>,
@@ -294,26 +314,47 @@ pub(crate) struct SlotTable {
     /// and pop so a stale head never wins a CAS (ABA).
     /// Striped by thread (`thread_stripe`) so threads do not fight over one
     /// head; a thread whose stripe is empty takes from the others.
-    free_heads: Box<[crossbeam_utils::CachePadded<std::sync::atomic::AtomicU64>]>,
+    free_heads: Box<[CachePadded<AtomicU64>]>,
     /// Indices ever claimed, readable without the lock (scans).
-    claimed: std::sync::atomic::AtomicU32,
+    claimed: AtomicU32,
+    /// Most indices this table hands out (`MAX_SLOTS`; less in tests).
+    limit: u32,
+    /// Set once every index has been handed out: from then on vacant slots
+    /// go back to the shared free lists rather than to a thread's stash,
+    /// where another thread could not reach them.
+    exhausted: AtomicBool,
 }
 
+#[cfg(not(loom))]
 fn chunk_layout() -> Layout {
     Layout::array::<Slot>(CHUNK_LEN).expect("chunk layout fits")
 }
 
+#[cfg_attr(
+    loom,
+    expect(
+        clippy::new_without_default,
+        reason = "crate-internal; exposed (hidden) for the loom model only"
+    )
+)]
 impl SlotTable {
     pub fn new() -> SlotTable {
+        Self::with_limit(MAX_SLOTS as u32)
+    }
+
+    /// A table of at most `limit` indices (`MAX_SLOTS` at most).
+    pub fn with_limit(limit: u32) -> SlotTable {
         SlotTable {
+            limit: limit.min(MAX_SLOTS as u32),
+            exhausted: AtomicBool::new(false),
             chunks: (0..CHUNKS)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
             grow: Mutex::new(0),
             free_heads: (0..FREE_STRIPES)
-                .map(|_| crossbeam_utils::CachePadded::new(std::sync::atomic::AtomicU64::new(0)))
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
-            claimed: std::sync::atomic::AtomicU32::new(0),
+            claimed: AtomicU32::new(0),
         }
     }
 
@@ -341,8 +382,8 @@ impl SlotTable {
             .find_map(|step| self.pop_free(&self.free_heads[(home + step) & (FREE_STRIPES - 1)]))
     }
 
-    fn pop_free(&self, head_cell: &std::sync::atomic::AtomicU64) -> Option<u32> {
-        use std::sync::atomic::Ordering as O;
+    fn pop_free(&self, head_cell: &AtomicU64) -> Option<u32> {
+        use Ordering as O;
         let mut head = head_cell.load(O::Acquire);
         while head as u32 != 0 {
             let index = head as u32 - 1;
@@ -363,20 +404,17 @@ impl SlotTable {
     /// full). Threads take fresh indices a block at a time so each thread's
     /// slots share cache lines with its own, not with another writer's.
     pub fn grow_block(&self, n: u32) -> std::ops::Range<u32> {
-        use std::sync::atomic::Ordering as O;
+        use Ordering as O;
         let mut next = self.grow.lock();
         let start = *next;
-        let end = (u64::from(start) + u64::from(n)).min(MAX_SLOTS as u64) as u32;
+        let end = (u64::from(start) + u64::from(n)).min(u64::from(self.limit)) as u32;
+        if end == self.limit {
+            self.exhausted.store(true, O::Release);
+        }
         for index in start..end {
             let slot = &self.chunks[index as usize >> CHUNK_BITS];
             if slot.load(O::Acquire).is_null() {
-                // SAFETY: the layout has a non-zero size.
-                let chunk = unsafe { std::alloc::alloc_zeroed(chunk_layout()) }.cast::<Slot>();
-                if chunk.is_null() {
-                    std::alloc::handle_alloc_error(chunk_layout());
-                }
-                // Zeroed atomics are valid slots: generation 0 (vacant).
-                slot.store(chunk, O::Release);
+                slot.store(new_chunk(), O::Release);
             }
         }
         *next = end;
@@ -386,7 +424,7 @@ impl SlotTable {
 
     /// Returns a vacant index whose place has been taken (invariant 3).
     pub fn release(&self, index: u32) {
-        use std::sync::atomic::Ordering as O;
+        use Ordering as O;
         let Some(slot) = self.get(index) else { return };
         let head_cell = &self.free_heads[thread_stripe()];
         let mut head = head_cell.load(O::Acquire);
@@ -406,7 +444,7 @@ impl SlotTable {
         let end = self.high_water() as usize;
         let mut base = 0usize;
         while base < end {
-            let chunk = self.chunks[base >> CHUNK_BITS].load(std::sync::atomic::Ordering::Acquire);
+            let chunk = self.chunks[base >> CHUNK_BITS].load(Ordering::Acquire);
             if !chunk.is_null() {
                 let n = (end - base).min(CHUNK_LEN);
                 // SAFETY: by invariant 1 a published chunk holds CHUNK_LEN
@@ -434,21 +472,72 @@ impl SlotTable {
         });
     }
 
+    /// True once every index has been handed out (see `exhausted`).
+    #[inline]
+    pub fn is_exhausted(&self) -> bool {
+        self.exhausted.load(Ordering::Relaxed)
+    }
+
+    /// The most indices this table hands out.
+    pub fn limit(&self) -> usize {
+        self.limit as usize
+    }
+
     /// Number of indices ever claimed (an upper bound for scans).
     pub fn high_water(&self) -> u32 {
-        self.claimed.load(std::sync::atomic::Ordering::Acquire)
+        self.claimed.load(Ordering::Acquire)
     }
+}
+
+/// A chunk of `CHUNK_LEN` vacant slots (generation 0), freed by
+/// [`free_chunk`]. Zeroed pages: the slots cost no memory until used.
+#[cfg(not(loom))]
+fn new_chunk() -> *mut Slot {
+    // SAFETY: the layout has a non-zero size.
+    let chunk = unsafe { std::alloc::alloc_zeroed(chunk_layout()) }.cast::<Slot>();
+    if chunk.is_null() {
+        std::alloc::handle_alloc_error(chunk_layout());
+    }
+    // Zeroed atomics are valid slots: generation 0 (vacant), place 0,
+    // which `read` never looks at while the generation is even.
+    chunk
+}
+
+/// Under loom: slots built one by one (see the constants above).
+#[cfg(loom)]
+fn new_chunk() -> *mut Slot {
+    let slots: Box<[Slot]> = (0..CHUNK_LEN).map(|_| Slot::new()).collect();
+    Box::into_raw(slots).cast::<Slot>()
+}
+
+/// Frees a chunk made by [`new_chunk`].
+///
+/// # Safety
+///
+/// `chunk` came from `new_chunk`, is freed once, and no reference to its
+/// slots is live.
+unsafe fn free_chunk(chunk: *mut Slot) {
+    #[cfg(not(loom))]
+    // SAFETY: the caller's contract: `chunk` came from `alloc_zeroed` with
+    // `chunk_layout()`.
+    unsafe {
+        std::alloc::dealloc(chunk.cast(), chunk_layout())
+    };
+    #[cfg(loom)]
+    // SAFETY: the caller's contract: `chunk` is a leaked `Box<[Slot]>` of
+    // `CHUNK_LEN` slots.
+    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(chunk, CHUNK_LEN)) });
 }
 
 impl Drop for SlotTable {
     fn drop(&mut self) {
         for chunk in self.chunks.iter() {
-            let p = chunk.load(std::sync::atomic::Ordering::Acquire);
+            let p = chunk.load(Ordering::Acquire);
             if !p.is_null() {
-                // SAFETY: by invariant 1 `p` came from `alloc_zeroed` with
-                // `chunk_layout()` and is freed only here; `&mut self` proves
-                // no slot reference is live.
-                unsafe { std::alloc::dealloc(p.cast(), chunk_layout()) };
+                // SAFETY: by invariant 1 `p` came from `new_chunk` and is
+                // freed only here; `&mut self` proves no slot reference is
+                // live.
+                unsafe { free_chunk(p) };
             }
         }
     }

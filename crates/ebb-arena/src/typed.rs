@@ -32,7 +32,7 @@ use ebb_slab::SlabConfig;
 /// ```
 pub struct TypedArena<T> {
     raw: RawArena,
-    _type: PhantomData<fn() -> T>,
+    _type: PhantomData<fn(T) -> T>,
 }
 
 /// A reference to a record, valid while held. Holds the arena's epoch pin:

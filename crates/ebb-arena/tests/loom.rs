@@ -11,11 +11,16 @@
 //! loser of a race); a reader sees the old place or the new one, never a
 //! vacant slot, while its handle is current.
 //!
+//! The handle table's free lists (a tagged lock-free stack per stripe),
+//! `claimed` and the block growth run here as the real `SlotTable` on the
+//! sync shim (a tiny table under loom: 4 chunks of 4 slots); so does the
+//! ready queue whose count once changed outside its lock.
+//!
 //! Run with `just loom`.
 
 #![cfg(loom)]
 
-use ebb_arena::__private::Slot;
+use ebb_arena::__private::{ReadyQueue, Retired, Slot, SlotTable};
 use loom::sync::Arc;
 
 const A: u64 = 1; // the record's place before the move
@@ -131,5 +136,108 @@ fn remove_racing_with_replace_disposes_each_place_once() {
         disposed.sort_unstable();
         assert_eq!(disposed, [A, C], "each place disposed of exactly once");
         assert_eq!(slot.read(generation), None);
+    });
+}
+
+#[test]
+fn stashed_slot_publish_never_lets_a_stale_handle_read() {
+    // A thread's stash keeps a vacant slot with its generation and
+    // publishes into it with two plain stores (`publish_vacant`); a reader
+    // with the handle of the slot's previous record must see that record
+    // or nothing, never the new one.
+    loom::model(|| {
+        let slot = Arc::new(Slot::new());
+        let old = slot.publish(A);
+        assert_eq!(slot.remove(old), Some(A));
+        let vacant = old.wrapping_add(1);
+        let s = Arc::clone(&slot);
+        let reader = loom::thread::spawn(move || (s.read(old), s.read(vacant)));
+        let new = slot.publish_vacant(C, vacant);
+        let (stale, forged) = reader.join().unwrap();
+        assert_eq!(stale, None, "a removed handle read {stale:?}");
+        assert_eq!(forged, None, "a vacant generation read {forged:?}");
+        assert_eq!(slot.read(new), Some(C));
+    });
+}
+
+#[test]
+fn free_list_hands_each_index_to_one_claimer() {
+    // Two threads release indices onto the free lists and claim them back
+    // concurrently: no index is claimed twice, none is lost.
+    loom::model(|| {
+        let table = Arc::new(SlotTable::new());
+        let block: Vec<u32> = table.grow_block(3).collect();
+        assert_eq!(block, [0, 1, 2]);
+        table.release(0);
+        let t = Arc::clone(&table);
+        let other = loom::thread::spawn(move || {
+            t.release(1);
+            t.claim_free()
+        });
+        let mine = table.claim_free();
+        let theirs = other.join().unwrap();
+        let mut claimed: Vec<u32> = [mine, theirs].into_iter().flatten().collect();
+        claimed.extend(std::iter::from_fn(|| table.claim_free()));
+        claimed.sort_unstable();
+        assert_eq!(claimed, [0, 1], "each released index claimed exactly once");
+    });
+}
+
+#[test]
+fn concurrent_growth_hands_out_disjoint_blocks() {
+    // `claimed` (what scans read) covers every index handed out, and two
+    // threads growing at once get disjoint blocks of initialized slots.
+    loom::model(|| {
+        let table = Arc::new(SlotTable::new());
+        let t = Arc::clone(&table);
+        let other = loom::thread::spawn(move || {
+            let block: Vec<u32> = t.grow_block(3).collect();
+            let seen = t.high_water();
+            (block, seen)
+        });
+        let mine: Vec<u32> = table.grow_block(3).collect();
+        assert!(table.high_water() >= mine.iter().max().map_or(0, |m| m + 1));
+        let (theirs, seen) = other.join().unwrap();
+        assert!(seen >= theirs.iter().max().map_or(0, |m| m + 1));
+        let mut all: Vec<u32> = mine.iter().chain(&theirs).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, [0, 1, 2, 3, 4, 5]);
+        for i in all {
+            let slot = table.get(i).expect("a claimed index has a slot");
+            assert_eq!(slot.read(0), None);
+            assert_eq!(slot.occupied(), None);
+        }
+    });
+}
+
+#[test]
+fn ready_queue_count_never_runs_ahead_of_its_batches() {
+    // A push and a swap race: the count a writer reads to decide whether
+    // to drain is never more than what was queued (it once wrapped below
+    // zero, reading ~1.8e19, when the swap subtracted before the push
+    // added).
+    loom::model(|| {
+        let queue = Arc::new(ReadyQueue::default());
+        let q = Arc::clone(&queue);
+        let pusher = loom::thread::spawn(move || {
+            q.push_all(vec![Retired {
+                slab: 0,
+                records: 3,
+                bytes: 30,
+            }]);
+            q.len()
+        });
+        let mut out = Vec::new();
+        queue.swap_into(&mut out);
+        let seen = queue.len();
+        assert!(seen <= 3, "count read {seen}");
+        let seen_by_pusher = pusher.join().unwrap();
+        assert!(seen_by_pusher <= 3, "count read {seen_by_pusher}");
+        let taken: u32 = out.iter().flatten().map(|r| r.records).sum();
+        let mut rest = Vec::new();
+        queue.swap_into(&mut rest);
+        let left: u32 = rest.iter().flatten().map(|r| r.records).sum();
+        assert_eq!(taken + left, 3);
+        assert_eq!(queue.len(), 0);
     });
 }

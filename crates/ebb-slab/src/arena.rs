@@ -46,7 +46,18 @@ use crate::{Error, Result};
 use ebb_core::Reservation;
 use ebb_core::os::{self, Advice, Mapping};
 
+/// The next arena id. Ids are never reused: an [`OwnedSlab`](crate::OwnedSlab)
+/// carries its arena's id and must never match a later arena
+/// (`owned` invariant 1), so ids are handed out until they run out, then
+/// `new` refuses ([`Error::ArenaIdsExhausted`]) rather than wrap.
 static NEXT_ARENA_ID: AtomicU32 = AtomicU32::new(1);
+
+/// A fresh arena id, or `None` once every id has been handed out.
+fn next_arena_id() -> Option<u32> {
+    NEXT_ARENA_ID
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1))
+        .ok()
+}
 static NEXT_THREAD_SLOT: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
@@ -223,6 +234,11 @@ pub(crate) struct ActiveSlab {
     pub(crate) allocated: u64,
     /// Page-rounded high-water mark of the cursor.
     touched: usize,
+    /// Write a byte of each page the cursor enters past `touched` before
+    /// handing out memory there ([`ReleaseMode::Free`]: that page may have
+    /// been lazily freed, and only a write stops the kernel from zeroing it
+    /// later, under a live reference).
+    touch_new_pages: bool,
 }
 
 impl ActiveSlab {
@@ -399,7 +415,8 @@ impl SlabArena {
     /// # Errors
     ///
     /// [`Error::BadConfig`] if `slab_bytes` is not a power of two between a
-    /// page and 1 GiB, or `shards` is 0.
+    /// page and 1 GiB, or `shards` is 0; [`Error::ArenaIdsExhausted`] after
+    /// 2^32 - 2 arenas in one process.
     pub fn new(config: SlabConfig) -> Result<SlabArena> {
         let page = os::page_size();
         let slab_bytes = config.slab_bytes;
@@ -421,8 +438,11 @@ impl SlabArena {
             .shards
             .min(SlabConfig::MAX_SHARDS)
             .next_power_of_two();
+        let id = next_arena_id().ok_or(Error::ArenaIdsExhausted {
+            max: u64::from(u32::MAX - 1),
+        })?;
         let arena = SlabArena {
-            id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             slab_bytes,
             large_threshold: slab_bytes / 2,
             max_retained_slabs: config.max_retained_slabs,
@@ -978,6 +998,7 @@ impl SlabArena {
             allocated: 0,
             // A warm slab's pages are still resident: keep counting them.
             touched: entry.touched.load(Ordering::Relaxed),
+            touch_new_pages: self.release_mode == ReleaseMode::Free,
         })
     }
 
@@ -1112,7 +1133,19 @@ pub(crate) fn bump(
         .allocated
         .store(active.allocated, Ordering::Relaxed);
     if end > active.touched {
+        let first_new = active.touched;
         active.touched = end.next_multiple_of(page);
+        if active.touch_new_pages {
+            for at in (first_new..active.touched.min(slab_bytes)).step_by(page) {
+                // SAFETY: `at < touched <= slab_bytes` (slabs are whole
+                // pages): inside the slab's mapping. The page is past the
+                // cursor's high-water mark, so no live allocation is in it
+                // (every allocation made since the slab was acquired ends
+                // below `touched`, and the slab was empty when acquired);
+                // nothing can read these bytes until this call returns.
+                unsafe { active.base.add(at).as_ptr().write_volatile(0) };
+            }
+        }
         active
             .entry()
             .touched
@@ -1155,6 +1188,7 @@ impl Drop for TargetSlab<'_> {
             cursor: self.slab.cursor,
             allocated: self.slab.allocated,
             touched: self.slab.touched,
+            touch_new_pages: self.slab.touch_new_pages,
         };
         self.arena.seal(slab);
     }

@@ -12,6 +12,14 @@ pub enum ReleaseMode {
     /// `madvise(MADV_FREE)`: lazy. RSS does not fall until the kernel needs
     /// the pages, and a reused slab may hold old bytes or zeroes (nothing in
     /// ebb assumes either). Cheaper when slabs are refilled soon after.
+    ///
+    /// Until a lazily freed page is written, the kernel may swap its old
+    /// bytes for zeroes at any moment, which would change bytes under a live
+    /// `&[u8]` from [`SlabAlloc::as_slice`](crate::SlabAlloc::as_slice). So
+    /// in this mode the arena writes one byte of each page of a reused slab
+    /// as its bump cursor first enters the page, before any allocation there
+    /// is handed out: a written page is no longer lazily freed, and its
+    /// bytes stay as they are (one store per page, on the refill path).
     Free,
 }
 

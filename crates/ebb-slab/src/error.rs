@@ -39,6 +39,14 @@ pub enum Error {
     /// An allocation was handed to an arena that did not make it.
     #[error("allocation belongs to another slab arena")]
     ForeignAllocation,
+    /// This process has made as many slab arenas as there are arena ids
+    /// ({max}); ids are never reused (an owned slab of a dropped arena must
+    /// never match a new one), so no more can be made.
+    #[error("slab arena ids exhausted: this process has made {max} arenas")]
+    ArenaIdsExhausted {
+        /// Arena ids a process has.
+        max: u64,
+    },
 }
 
 /// `Result` with ebb-slab's [`Error`].

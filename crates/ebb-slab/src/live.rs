@@ -11,8 +11,11 @@
 //!
 //! Invariants:
 //!
-//! 1. While active, `value = ACTIVE_BIAS - freed` with
-//!    `freed <= allocated < 2^32 << ACTIVE_BIAS`, so it is never zero.
+//! 1. While active, `value = ACTIVE_BIAS - freed`, where `freed` (bytes
+//!    freed so far) is at most `allocated` (bytes the owner handed out), and
+//!    `allocated` is at most the slab size (1 GiB at most), far below
+//!    `ACTIVE_BIAS` (2^63); so the value is never zero, and it stays above
+//!    `ACTIVE_BIAS / 2`, which is how `live_bytes` tells an active slab.
 //! 2. After the seal, `value = allocated - freed`, the slab's live bytes.
 //! 3. Exactly one of {seal, free} observes the transition to zero
 //!    (fetch_add/fetch_sub are totally ordered on one atomic).

@@ -5,8 +5,23 @@
 //! - [`in_child`]: runs one test in a process of its own, for tests that
 //!   read RSS (`cargo test` runs tests as threads of one process, and their
 //!   memory would mix).
+//! - [`cgroup::MemoryCgroup`]: a memory cgroup with a hard limit, for
+//!   tests of a real memory limit (skipped, with the reason printed, where
+//!   none can be made); [`skip`] prints such a reason past the test
+//!   harness's capture, so CI logs show it.
 
+pub mod cgroup;
+
+use std::io::Write;
 use std::process::Command;
+
+const SKIP_PREFIX: &str = "ebb-test skipped:";
+
+/// Prints why a test is skipped, on stderr directly (not through the test
+/// harness's capture, so `cargo test` shows it without `--nocapture`).
+pub fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "{SKIP_PREFIX} {test}: {why}");
+}
 
 /// xorshift64*: deterministic, no dependency.
 #[derive(Clone, Debug)]
@@ -94,6 +109,15 @@ pub fn clustered_vectors(
 /// In the parent, if the child fails or runs no test (this is a test
 /// helper: the panic is the test failure).
 pub fn in_child(name: &str) -> bool {
+    in_child_with_env(name, &[])
+}
+
+/// As [`in_child`], with `env` set in the child (a cgroup path, say).
+///
+/// # Panics
+///
+/// As [`in_child`].
+pub fn in_child_with_env(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> bool {
     if std::env::var("EBB_CHILD_TEST").as_deref() == Ok(name) {
         return true;
     }
@@ -101,6 +125,7 @@ pub fn in_child(name: &str) -> bool {
     let out = Command::new(exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env("EBB_CHILD_TEST", name)
+        .envs(env.iter().copied())
         .output()
         .expect("spawn the test binary");
     let text = format!(
@@ -109,6 +134,10 @@ pub fn in_child(name: &str) -> bool {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "child {name} failed:\n{text}");
+    // A child that skipped says so on a line of its own: pass it on.
+    for line in text.lines().filter(|l| l.starts_with(SKIP_PREFIX)) {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
     assert!(
         text.contains("1 passed"),
         "child {name} ran nothing:\n{text}"

@@ -1,7 +1,9 @@
 //! Byte-decoded operation sequences against a `HashMap` model, shared by
 //! the fuzz target (`fuzz/fuzz_targets/ops.rs`) and the stable replay of its
 //! corpus (`tests/fuzz_corpus.rs`). The ops are those of `tests/model.rs`:
-//! insert, remove, replace, compact, read of a removed handle.
+//! insert, remove, replace, compact, read of a removed handle, and a
+//! forged handle (a real handle's bits with the generation or index moved),
+//! which must find nothing or exactly the live record its bits name.
 //!
 //! `run` panics on the first divergence from the model: that is the
 //! fuzzer's signal.
@@ -25,7 +27,7 @@ pub fn run(data: &[u8]) {
     while let Some(op) = bytes.next() {
         let arg = bytes.next().unwrap_or(0) as usize;
         let arg2 = bytes.next().unwrap_or(0) as usize;
-        match op % 8 {
+        match op % 9 {
             0..=2 => {
                 let value: Vec<u8> = (0..arg * 4 + arg2 % 4)
                     .map(|i| (i + op as usize) as u8)
@@ -63,6 +65,29 @@ pub fn run(data: &[u8]) {
                 let h = dead[arg % dead.len()];
                 assert!(arena.get(h).is_none(), "stale handle read a record");
                 assert!(!arena.remove(h), "stale handle removed a record");
+            }
+            8 if !live.is_empty() || !dead.is_empty() => {
+                let pool = if arg2.is_multiple_of(2) && !live.is_empty() {
+                    &live
+                } else if !dead.is_empty() {
+                    &dead
+                } else {
+                    &live
+                };
+                let base = pool[arg % pool.len()].to_bits();
+                let delta = (arg2 as u64) >> 1;
+                let bits = match arg2 % 3 {
+                    0 => base.wrapping_add(delta), // generation moved
+                    1 => base.wrapping_sub(delta),
+                    _ => base ^ ((delta + 1) << 32), // index moved
+                };
+                let forged = BlobHandle::from_bits(bits);
+                let expected = model.get(&forged);
+                assert_eq!(
+                    arena.get(forged).as_deref(),
+                    expected.map(|v| &v[..]),
+                    "forged handle {bits:#x} read the wrong record"
+                );
             }
             _ => {}
         }
