@@ -1,6 +1,18 @@
-//! [`CompactionPolicy`] and [`CompactionReport`].
+//! Compaction: [`CompactionPolicy`], [`CompactionReport`], and the pass
+//! that moves live records out of sparse slabs (the move protocol is in the
+//! `raw` module docs; invariants cited by number are that module's).
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ebb_slab::{SlabAddr, SlabId, TargetSlab};
+use tokio_util::sync::CancellationToken;
+
+use crate::copy::{PREFETCH_AHEAD, PREFETCH_LINES, copy_streaming, prefetch, store_fence};
+use crate::error::CompactionError;
+use crate::raw::RawArena;
+use crate::reclaim::push_retired;
+use crate::slots::{SlotTable, unpack};
 
 /// When and how much to compact.
 ///
@@ -64,4 +76,290 @@ pub struct CompactionReport {
     pub records_moved: u64,
     /// Wall time.
     pub duration: Duration,
+}
+
+// ---- the compaction pass --------------------------------------------------
+
+/// Records a compaction locks, then copies, at a time (see `compact`):
+/// bounds how long a remove of one of them may wait (a few microseconds).
+const MOVE_GROUP: usize = 16;
+
+/// Emptied slabs a compaction keeps warm to reuse as its targets.
+const COMPACTION_WARM_SLABS: usize = 4;
+
+impl RawArena {
+    /// Sparse slabs and the bytes emptying them would reclaim.
+    fn candidates(&self, policy: &CompactionPolicy) -> (Vec<SlabId>, u64) {
+        let slab_bytes = self.slab().slab_bytes() as u64;
+        let mut slabs = self.slab().sparse_slabs(policy.max_live_ratio);
+        if let Some(max) = policy.max_slabs {
+            slabs.truncate(max);
+        }
+        let reclaim = slabs
+            .iter()
+            .filter_map(|id| self.slab().slab_info(*id)?.live_bytes)
+            .map(|live| slab_bytes.saturating_sub(live))
+            .sum();
+        (slabs, reclaim)
+    }
+
+    pub fn needs_compaction(&self, policy: &CompactionPolicy) -> bool {
+        let (slabs, reclaim) = self.candidates(policy);
+        !slabs.is_empty() && reclaim >= policy.min_reclaim_bytes
+    }
+
+    pub fn compact(
+        &self,
+        policy: &CompactionPolicy,
+        token: &CancellationToken,
+    ) -> Result<CompactionReport, CompactionError> {
+        let _one = self.compacting.lock();
+        let started = Instant::now();
+        // The caller's own slabs and those departed threads left become
+        // candidates like any other (a live thread's stay with it until it
+        // fills them or leaves).
+        self.reclaim
+            .with_local(|local| self.shared.slab.seal_owned(&mut local.owned));
+        self.shared.seal_orphans();
+        let resident_before = self.slab().stats().resident_bytes;
+        let mut report = CompactionReport::default();
+        let (slabs, reclaim) = self.candidates(policy);
+        if slabs.is_empty() || reclaim < policy.min_reclaim_bytes {
+            report.duration = started.elapsed();
+            return Ok(report);
+        }
+        // Slab id -> position in `slabs` (+1; 0 = not wanted): a flat
+        // lookup for the one pass over the handle table.
+        let max_id = slabs.iter().map(|s| s.0 as usize).max().unwrap_or(0);
+        let mut wanted = vec![0u32; max_id + 1];
+        for (i, s) in slabs.iter().enumerate() {
+            wanted[s.0 as usize] = i as u32 + 1;
+        }
+        let mut by_slab: Vec<Vec<(u32, u32, u64)>> = vec![Vec::new(); slabs.len()];
+        self.shared.slots.scan_occupied(|index, generation, place| {
+            // Vacant slots on the free list carry slab id u32::MAX, out of
+            // range here like any slab that is not a candidate.
+            if let Some(&pos) = wanted.get(unpack(place).0 as usize)
+                && pos > 0
+            {
+                by_slab[pos as usize - 1].push((index, generation, place));
+            }
+        });
+        let mut target: Option<TargetSlab<'_>> = None;
+        // Slabs this pass empties stay warm and become its next targets.
+        self.slab().set_extra_warm_slabs(COMPACTION_WARM_SLABS);
+        let outcome = (|| {
+            for records in by_slab {
+                if token.is_cancelled() {
+                    return Err(Stop::Cancelled);
+                }
+                let guard = self.reclaim.pin();
+                let mut retired = Vec::new();
+                let mut locked = LockedGroup::new(&self.shared.slots);
+                let mut copied: Vec<(u64, usize)> = Vec::with_capacity(MOVE_GROUP);
+                for (g, group) in records.chunks(MOVE_GROUP).enumerate() {
+                    // Lock the group's records first, then copy them all,
+                    // then publish them all: a locked instruction waits for
+                    // every earlier store to drain, so one CAS after each
+                    // copy stalled the copying on the copy before (a quarter
+                    // of the time of a 1 GiB compaction); this way the CASes
+                    // come in a row, and one fence covers the group's
+                    // streaming stores.
+                    copied.clear();
+                    let mut failed = None;
+                    locked.lock(group);
+                    for (k, &(_, _, place)) in locked.held().iter().enumerate() {
+                        // The next records' first lines are DRAM misses:
+                        // start them now so they overlap this record's copy.
+                        // Not validated: a record past this group may be
+                        // gone and its slab unmapped since the scan, so no
+                        // `ptr_of` (which insists on a live place); a
+                        // prefetch of a stale address is harmless.
+                        let ahead = g * MOVE_GROUP + k + PREFETCH_AHEAD;
+                        if let Some(&(_, _, ahead)) = records.get(ahead) {
+                            let (slab, offset) = unpack(ahead);
+                            if let Some(p) = self.slab().ptr_at(SlabAddr {
+                                slab: SlabId(slab),
+                                offset,
+                            }) {
+                                for line in 0..PREFETCH_LINES {
+                                    prefetch(p.as_ptr().wrapping_add(line * 64));
+                                }
+                            }
+                        }
+                        match self.copy_record(place, &mut target) {
+                            Ok((new_place, len)) => copied.push((new_place, len)),
+                            Err(stop) => {
+                                failed = Some(stop);
+                                break;
+                            }
+                        }
+                    }
+                    // The copies' streaming stores reach every core before
+                    // any of them is published: one fence for the group.
+                    store_fence();
+                    for &(new_place, len) in &copied {
+                        let old_place = locked.finish_next(new_place);
+                        push_retired(&mut retired, unpack(old_place).0, len as u64);
+                        report.records_moved += 1;
+                        report.bytes_moved += len as u64;
+                    }
+                    if let Some(stop) = failed {
+                        // Unlock the rest of the group unmoved, then stop.
+                        locked.unlock_rest();
+                        self.reclaim.retire_batch(&guard, retired);
+                        return Err(stop);
+                    }
+                }
+                self.reclaim.retire_batch(&guard, retired);
+                drop(guard);
+                report.slabs_compacted += 1;
+                self.slabs_compacted.fetch_add(1, Ordering::Relaxed);
+                // Let the emptied slab go back as soon as its readers leave
+                // (a few rounds; whatever lags is freed after the loop).
+                self.reclaim.flush(3);
+                self.drain_ready(true);
+            }
+            Ok(())
+        })();
+        drop(target);
+        self.reclaim_now();
+        self.slab().set_extra_warm_slabs(0);
+        report.bytes_released = resident_before.saturating_sub(self.slab().stats().resident_bytes);
+        report.duration = started.elapsed();
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        self.bytes_moved
+            .fetch_add(report.bytes_moved, Ordering::Relaxed);
+        tracing::info!(
+            slabs_compacted = report.slabs_compacted,
+            records_moved = report.records_moved,
+            bytes_moved = report.bytes_moved,
+            bytes_released = report.bytes_released,
+            duration_ms = report.duration.as_secs_f64() * 1e3,
+            stopped = outcome.is_err(),
+            "compaction finished"
+        );
+        match outcome {
+            Ok(()) => Ok(report),
+            Err(Stop::Cancelled) => Err(CompactionError::Cancelled { report }),
+            Err(Stop::Slab(ebb_slab::Error::BudgetExceeded(source))) => {
+                Err(CompactionError::OverBudget {
+                    source: Box::new(source),
+                    report,
+                })
+            }
+            Err(Stop::Slab(source)) => Err(CompactionError::Os {
+                source: Box::new(source),
+                report,
+            }),
+        }
+    }
+
+    /// Copies the record at `place` (locked by the caller, who is pinned)
+    /// into `target`; returns the copy's place and the record's length.
+    fn copy_record<'a>(
+        &'a self,
+        place: u64,
+        target: &mut Option<TargetSlab<'a>>,
+    ) -> Result<(u64, usize), Stop> {
+        let src = self.ptr_of(place);
+        // SAFETY: the place is the slot's record, locked (no remove or
+        // replace can retire it) and we are pinned (invariant 2).
+        let len = unsafe { self.format.record_len(src.as_ptr()) };
+        let layout = self
+            .layout(len)
+            .map_err(|_| Stop::Slab(ebb_slab::Error::ZeroSize))?;
+        let alloc = loop {
+            if target.is_none() {
+                *target = Some(self.slab().reserve_target().map_err(Stop::Slab)?);
+            }
+            let t = target.as_mut().expect("target just reserved");
+            match self.slab().alloc_in(t, layout).map_err(Stop::Slab)? {
+                Some(a) => break a,
+                None => *target = None, // full: sealed on drop
+            }
+        };
+        // SAFETY:
+        // - `src` holds `len` readable bytes (locked and pinned, invariant
+        //   2) that no one writes (invariant 1);
+        // - `alloc` is a fresh allocation of `len` bytes nobody else can see;
+        // - the two do not overlap (different slabs).
+        unsafe { copy_streaming(alloc.as_ptr(), src.as_ptr(), len) };
+        let new_place = self.place_of(&alloc);
+        let _ = alloc.into_raw(); // owned by the slot once the move finishes
+        Ok((new_place, len))
+    }
+}
+
+enum Stop {
+    Cancelled,
+    Slab(ebb_slab::Error),
+}
+
+/// The slots of one move group a compaction holds locked, in order: the
+/// first `done` are finished (repointed and unlocked), the rest still
+/// locked. Dropping it unlocks the rest unmoved, so a panic in the middle
+/// of a group (a broken invariant) never leaves a slot locked, where
+/// removes and replaces of its record would wait forever.
+pub(crate) struct LockedGroup<'a> {
+    slots: &'a SlotTable,
+    held: Vec<(u32, u32, u64)>,
+    done: usize,
+}
+
+impl<'a> LockedGroup<'a> {
+    pub(crate) fn new(slots: &'a SlotTable) -> LockedGroup<'a> {
+        LockedGroup {
+            slots,
+            held: Vec::with_capacity(MOVE_GROUP),
+            done: 0,
+        }
+    }
+
+    /// Locks each record of `group` (index, generation, place) that still
+    /// holds the place the scan saw; the previous group must be finished.
+    pub(crate) fn lock(&mut self, group: &[(u32, u32, u64)]) {
+        debug_assert_eq!(self.done, self.held.len(), "previous group still locked");
+        self.held.clear();
+        self.done = 0;
+        let slots = self.slots;
+        self.held
+            .extend(group.iter().copied().filter(|&(index, generation, place)| {
+                slots
+                    .get(index)
+                    .is_some_and(|slot| slot.lock_if_at(generation, place))
+            }));
+    }
+
+    /// The locked records, in the order they are finished.
+    pub(crate) fn held(&self) -> &[(u32, u32, u64)] {
+        &self.held
+    }
+
+    /// Points the next locked record at its copy `new` and unlocks it;
+    /// returns its old place (to retire).
+    pub(crate) fn finish_next(&mut self, new: u64) -> u64 {
+        let (index, generation, place) = self.held[self.done];
+        self.done += 1;
+        if let Some(slot) = self.slots.get(index) {
+            slot.finish_move(generation, Some(new));
+        }
+        place
+    }
+
+    /// Unlocks every record not yet finished, unmoved.
+    fn unlock_rest(&mut self) {
+        while let Some(&(index, generation, _)) = self.held.get(self.done) {
+            self.done += 1;
+            if let Some(slot) = self.slots.get(index) {
+                slot.finish_move(generation, None);
+            }
+        }
+    }
+}
+
+impl Drop for LockedGroup<'_> {
+    fn drop(&mut self) {
+        self.unlock_rest();
+    }
 }

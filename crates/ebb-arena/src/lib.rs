@@ -2,6 +2,7 @@
 
 mod blob;
 mod compact;
+mod copy;
 mod error;
 mod handle;
 mod raw;

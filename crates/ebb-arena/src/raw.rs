@@ -37,16 +37,13 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use crossbeam_epoch::Guard;
-use ebb_slab::{SlabAddr, SlabAlloc, SlabArena, SlabConfig, SlabId, SlabStats, TargetSlab};
+use ebb_slab::{SlabAddr, SlabAlloc, SlabArena, SlabConfig, SlabId, SlabStats};
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
 
-use crate::compact::{CompactionPolicy, CompactionReport};
-use crate::error::{CompactionError, Error, Result};
-use crate::reclaim::{Local, Reclaimer, Retired, SLOT_STASH, Shared, push_retired};
+use crate::error::{Error, Result};
+use crate::reclaim::{Local, Reclaimer, Retired, SLOT_STASH, Shared};
 use crate::slots::{SlotTable, StashedSlot, pack, unpack};
 
 /// The maintenance methods shared by [`TypedArena`](crate::TypedArena) and
@@ -132,99 +129,6 @@ const READY_BATCH: usize = 64;
 /// Fresh slot indices a thread takes at once.
 const SLOT_BLOCK: u32 = 32;
 
-/// How many records ahead compaction prefetches.
-const PREFETCH_AHEAD: usize = 2;
-/// Cache lines of each such record prefetched.
-const PREFETCH_LINES: usize = 16;
-
-/// Hints the CPU to load the cache line at `p` (no effect on other targets).
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Records a compaction locks, then copies, at a time (see `compact`):
-/// bounds how long a remove of one of them may wait (a few microseconds).
-const MOVE_GROUP: usize = 16;
-
-/// Records at least this long are copied with streaming stores.
-#[cfg(all(target_arch = "x86_64", not(miri)))]
-const STREAM_MIN: usize = 256;
-
-/// True if this CPU has AVX-512F (checked once): the streaming copy writes
-/// each 64-byte line with one store.
-#[cfg(all(target_arch = "x86_64", not(miri)))]
-fn can_stream_lines() -> bool {
-    static CACHED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *CACHED.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-}
-
-/// Copies `len` bytes for compaction. The target slab fills sequentially and
-/// is not read again soon, so on a CPU with AVX-512 the whole 64-byte lines
-/// of a record are written with one non-temporal store each: no
-/// read-for-ownership of the target line. The partial lines at either end
-/// (shared with the neighbouring records) use ordinary stores. The caller
-/// must [`store_fence`] before publishing the copy.
-///
-/// # Safety
-///
-/// As `ptr::copy_nonoverlapping`: `src` readable and `dst` writable for
-/// `len` bytes, not overlapping.
-#[inline]
-unsafe fn copy_streaming(dst: *mut u8, src: *const u8, len: usize) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    if len >= STREAM_MIN && can_stream_lines() {
-        // SAFETY: the caller's contract; AVX-512F is present (checked).
-        unsafe { copy_lines_avx512(dst, src, len) };
-        return;
-    }
-    // SAFETY: the caller's contract.
-    unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
-}
-
-/// # Safety
-///
-/// As [`copy_streaming`], and the CPU has AVX-512F.
-#[cfg(all(target_arch = "x86_64", not(miri)))]
-#[target_feature(enable = "avx512f")]
-unsafe fn copy_lines_avx512(dst: *mut u8, src: *const u8, len: usize) {
-    use std::arch::x86_64::{__m512i, _mm512_loadu_si512, _mm512_stream_si512};
-    let head = dst.align_offset(64).min(len);
-    // SAFETY: every access is inside `0..len` of both ranges (the caller's
-    // contract): the head, the whole lines from `head` while 64 bytes
-    // remain, and the tail. `dst + i` is 64-byte aligned in the loop, as
-    // `_mm512_stream_si512` requires; the loads are unaligned loads.
-    unsafe {
-        std::ptr::copy_nonoverlapping(src, dst, head);
-        let mut i = head;
-        while i + 64 <= len {
-            let v = _mm512_loadu_si512(src.add(i).cast::<__m512i>());
-            _mm512_stream_si512(dst.add(i).cast::<__m512i>(), v);
-            i += 64;
-        }
-        std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), len - i);
-    }
-}
-
-/// Orders earlier streaming stores before later stores (`sfence`).
-#[inline]
-fn store_fence() {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: `sfence` only orders stores; it has no other effect.
-    unsafe {
-        std::arch::x86_64::_mm_sfence();
-    }
-}
-
-/// Emptied slabs a compaction keeps warm to reuse as its targets.
-const COMPACTION_WARM_SLABS: usize = 4;
-
 /// Bytes of the length prefix of a blob record.
 pub(crate) const PREFIX: usize = 4;
 
@@ -242,7 +146,7 @@ impl RecordFormat {
     ///
     /// `ptr` is a published record's place, and the caller is pinned (or
     /// otherwise knows the place is not freed), so its bytes are readable.
-    unsafe fn record_len(self, ptr: *const u8) -> usize {
+    pub(crate) unsafe fn record_len(self, ptr: *const u8) -> usize {
         match self {
             RecordFormat::Fixed { len, .. } => len,
             RecordFormat::Prefixed => {
@@ -277,20 +181,20 @@ pub struct ArenaStats {
 pub(crate) struct RawArena {
     /// The slab arena and the handle table, shared weakly with the threads'
     /// entries (see `reclaim`).
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) reclaim: Reclaimer,
-    format: RecordFormat,
+    pub(crate) format: RecordFormat,
     /// `slab_bytes - 1`: a slab allocation's offset is its address masked.
-    offset_mask: usize,
-    compactions: AtomicU64,
-    bytes_moved: AtomicU64,
+    pub(crate) offset_mask: usize,
+    pub(crate) compactions: AtomicU64,
+    pub(crate) bytes_moved: AtomicU64,
     /// Slabs emptied by compactions since creation, counted as they go.
-    slabs_compacted: AtomicU64,
+    pub(crate) slabs_compacted: AtomicU64,
     /// Invariant 4.
-    compacting: Mutex<()>,
+    pub(crate) compacting: Mutex<()>,
     /// The drainer's buffer, swapped with the ready queue's (no allocation
     /// in steady state); its lock also makes draining single-threaded.
-    drain_scratch: Mutex<Vec<Vec<Retired>>>,
+    pub(crate) drain_scratch: Mutex<Vec<Vec<Retired>>>,
 }
 
 impl RawArena {
@@ -330,12 +234,12 @@ impl RawArena {
     }
 
     #[inline]
-    fn slab(&self) -> &SlabArena {
+    pub(crate) fn slab(&self) -> &SlabArena {
         &self.shared.slab
     }
 
     #[inline]
-    fn ptr_of(&self, place: u64) -> NonNull<u8> {
+    pub(crate) fn ptr_of(&self, place: u64) -> NonNull<u8> {
         let (slab, offset) = unpack(place);
         self.slab()
             .ptr_at(SlabAddr {
@@ -349,7 +253,7 @@ impl RawArena {
     /// address masked (slabs are aligned to their size); a dedicated
     /// mapping's is 0.
     #[inline]
-    fn place_of(&self, alloc: &SlabAlloc<'_>) -> u64 {
+    pub(crate) fn place_of(&self, alloc: &SlabAlloc<'_>) -> u64 {
         let offset = if alloc.len() <= self.offset_mask.div_ceil(2) {
             alloc.as_ptr() as usize & self.offset_mask
         } else {
@@ -370,7 +274,7 @@ impl RawArena {
         }
     }
 
-    fn layout(&self, len: usize) -> Result<Layout> {
+    pub(crate) fn layout(&self, len: usize) -> Result<Layout> {
         Layout::from_size_align(len, self.format.align()).map_err(|_| Error::BlobTooLarge {
             len,
             max: u32::MAX as usize,
@@ -604,26 +508,6 @@ impl RawArena {
         }
     }
 
-    /// Sparse slabs and the bytes emptying them would reclaim.
-    fn candidates(&self, policy: &CompactionPolicy) -> (Vec<SlabId>, u64) {
-        let slab_bytes = self.slab().slab_bytes() as u64;
-        let mut slabs = self.slab().sparse_slabs(policy.max_live_ratio);
-        if let Some(max) = policy.max_slabs {
-            slabs.truncate(max);
-        }
-        let reclaim = slabs
-            .iter()
-            .filter_map(|id| self.slab().slab_info(*id)?.live_bytes)
-            .map(|live| slab_bytes.saturating_sub(live))
-            .sum();
-        (slabs, reclaim)
-    }
-
-    pub fn needs_compaction(&self, policy: &CompactionPolicy) -> bool {
-        let (slabs, reclaim) = self.candidates(policy);
-        !slabs.is_empty() && reclaim >= policy.min_reclaim_bytes
-    }
-
     pub fn kernel_resident_bytes(&self) -> Result<u64> {
         Ok(self.slab().kernel_resident_bytes()?)
     }
@@ -634,261 +518,6 @@ impl RawArena {
         // (it needs two advances) even when another thread pins meanwhile.
         self.reclaim.flush(8);
         self.drain_ready(true);
-    }
-
-    pub fn compact(
-        &self,
-        policy: &CompactionPolicy,
-        token: &CancellationToken,
-    ) -> Result<CompactionReport, CompactionError> {
-        let _one = self.compacting.lock();
-        let started = Instant::now();
-        // The caller's own slabs and those departed threads left become
-        // candidates like any other (a live thread's stay with it until it
-        // fills them or leaves).
-        self.reclaim
-            .with_local(|local| self.shared.slab.seal_owned(&mut local.owned));
-        self.shared.seal_orphans();
-        let resident_before = self.slab().stats().resident_bytes;
-        let mut report = CompactionReport::default();
-        let (slabs, reclaim) = self.candidates(policy);
-        if slabs.is_empty() || reclaim < policy.min_reclaim_bytes {
-            report.duration = started.elapsed();
-            return Ok(report);
-        }
-        // Slab id -> position in `slabs` (+1; 0 = not wanted): a flat
-        // lookup for the one pass over the handle table.
-        let max_id = slabs.iter().map(|s| s.0 as usize).max().unwrap_or(0);
-        let mut wanted = vec![0u32; max_id + 1];
-        for (i, s) in slabs.iter().enumerate() {
-            wanted[s.0 as usize] = i as u32 + 1;
-        }
-        let mut by_slab: Vec<Vec<(u32, u32, u64)>> = vec![Vec::new(); slabs.len()];
-        self.shared.slots.scan_occupied(|index, generation, place| {
-            // Vacant slots on the free list carry slab id u32::MAX, out of
-            // range here like any slab that is not a candidate.
-            if let Some(&pos) = wanted.get(unpack(place).0 as usize)
-                && pos > 0
-            {
-                by_slab[pos as usize - 1].push((index, generation, place));
-            }
-        });
-        let mut target: Option<TargetSlab<'_>> = None;
-        // Slabs this pass empties stay warm and become its next targets.
-        self.slab().set_extra_warm_slabs(COMPACTION_WARM_SLABS);
-        let outcome = (|| {
-            for records in by_slab {
-                if token.is_cancelled() {
-                    return Err(Stop::Cancelled);
-                }
-                let guard = self.reclaim.pin();
-                let mut retired = Vec::new();
-                let mut locked = LockedGroup::new(&self.shared.slots);
-                let mut copied: Vec<(u64, usize)> = Vec::with_capacity(MOVE_GROUP);
-                for (g, group) in records.chunks(MOVE_GROUP).enumerate() {
-                    // Lock the group's records first, then copy them all,
-                    // then publish them all: a locked instruction waits for
-                    // every earlier store to drain, so one CAS after each
-                    // copy stalled the copying on the copy before (a quarter
-                    // of the time of a 1 GiB compaction); this way the CASes
-                    // come in a row, and one fence covers the group's
-                    // streaming stores.
-                    copied.clear();
-                    let mut failed = None;
-                    locked.lock(group);
-                    for (k, &(_, _, place)) in locked.held().iter().enumerate() {
-                        // The next records' first lines are DRAM misses:
-                        // start them now so they overlap this record's copy.
-                        // Not validated: a record past this group may be
-                        // gone and its slab unmapped since the scan, so no
-                        // `ptr_of` (which insists on a live place); a
-                        // prefetch of a stale address is harmless.
-                        let ahead = g * MOVE_GROUP + k + PREFETCH_AHEAD;
-                        if let Some(&(_, _, ahead)) = records.get(ahead) {
-                            let (slab, offset) = unpack(ahead);
-                            if let Some(p) = self.slab().ptr_at(SlabAddr {
-                                slab: SlabId(slab),
-                                offset,
-                            }) {
-                                for line in 0..PREFETCH_LINES {
-                                    prefetch(p.as_ptr().wrapping_add(line * 64));
-                                }
-                            }
-                        }
-                        match self.copy_record(place, &mut target) {
-                            Ok((new_place, len)) => copied.push((new_place, len)),
-                            Err(stop) => {
-                                failed = Some(stop);
-                                break;
-                            }
-                        }
-                    }
-                    // The copies' streaming stores reach every core before
-                    // any of them is published: one fence for the group.
-                    store_fence();
-                    for &(new_place, len) in &copied {
-                        let old_place = locked.finish_next(new_place);
-                        push_retired(&mut retired, unpack(old_place).0, len as u64);
-                        report.records_moved += 1;
-                        report.bytes_moved += len as u64;
-                    }
-                    if let Some(stop) = failed {
-                        // Unlock the rest of the group unmoved, then stop.
-                        locked.unlock_rest();
-                        self.reclaim.retire_batch(&guard, retired);
-                        return Err(stop);
-                    }
-                }
-                self.reclaim.retire_batch(&guard, retired);
-                drop(guard);
-                report.slabs_compacted += 1;
-                self.slabs_compacted.fetch_add(1, Ordering::Relaxed);
-                // Let the emptied slab go back as soon as its readers leave
-                // (a few rounds; whatever lags is freed after the loop).
-                self.reclaim.flush(3);
-                self.drain_ready(true);
-            }
-            Ok(())
-        })();
-        drop(target);
-        self.reclaim_now();
-        self.slab().set_extra_warm_slabs(0);
-        report.bytes_released = resident_before.saturating_sub(self.slab().stats().resident_bytes);
-        report.duration = started.elapsed();
-        self.compactions.fetch_add(1, Ordering::Relaxed);
-        self.bytes_moved
-            .fetch_add(report.bytes_moved, Ordering::Relaxed);
-        tracing::info!(
-            slabs_compacted = report.slabs_compacted,
-            records_moved = report.records_moved,
-            bytes_moved = report.bytes_moved,
-            bytes_released = report.bytes_released,
-            duration_ms = report.duration.as_secs_f64() * 1e3,
-            stopped = outcome.is_err(),
-            "compaction finished"
-        );
-        match outcome {
-            Ok(()) => Ok(report),
-            Err(Stop::Cancelled) => Err(CompactionError::Cancelled { report }),
-            Err(Stop::Slab(ebb_slab::Error::BudgetExceeded(source))) => {
-                Err(CompactionError::OverBudget {
-                    source: Box::new(source),
-                    report,
-                })
-            }
-            Err(Stop::Slab(source)) => Err(CompactionError::Os {
-                source: Box::new(source),
-                report,
-            }),
-        }
-    }
-
-    /// Copies the record at `place` (locked by the caller, who is pinned)
-    /// into `target`; returns the copy's place and the record's length.
-    fn copy_record<'a>(
-        &'a self,
-        place: u64,
-        target: &mut Option<TargetSlab<'a>>,
-    ) -> Result<(u64, usize), Stop> {
-        let src = self.ptr_of(place);
-        // SAFETY: the place is the slot's record, locked (no remove or
-        // replace can retire it) and we are pinned (invariant 2).
-        let len = unsafe { self.format.record_len(src.as_ptr()) };
-        let layout = self
-            .layout(len)
-            .map_err(|_| Stop::Slab(ebb_slab::Error::ZeroSize))?;
-        let alloc = loop {
-            if target.is_none() {
-                *target = Some(self.slab().reserve_target().map_err(Stop::Slab)?);
-            }
-            let t = target.as_mut().expect("target just reserved");
-            match self.slab().alloc_in(t, layout).map_err(Stop::Slab)? {
-                Some(a) => break a,
-                None => *target = None, // full: sealed on drop
-            }
-        };
-        // SAFETY:
-        // - `src` holds `len` readable bytes (locked and pinned, invariant
-        //   2) that no one writes (invariant 1);
-        // - `alloc` is a fresh allocation of `len` bytes nobody else can see;
-        // - the two do not overlap (different slabs).
-        unsafe { copy_streaming(alloc.as_ptr(), src.as_ptr(), len) };
-        let new_place = self.place_of(&alloc);
-        let _ = alloc.into_raw(); // owned by the slot once the move finishes
-        Ok((new_place, len))
-    }
-}
-
-enum Stop {
-    Cancelled,
-    Slab(ebb_slab::Error),
-}
-
-/// The slots of one move group a compaction holds locked, in order: the
-/// first `done` are finished (repointed and unlocked), the rest still
-/// locked. Dropping it unlocks the rest unmoved, so a panic in the middle
-/// of a group (a broken invariant) never leaves a slot locked, where
-/// removes and replaces of its record would wait forever.
-pub(crate) struct LockedGroup<'a> {
-    slots: &'a crate::slots::SlotTable,
-    held: Vec<(u32, u32, u64)>,
-    done: usize,
-}
-
-impl<'a> LockedGroup<'a> {
-    pub(crate) fn new(slots: &'a crate::slots::SlotTable) -> LockedGroup<'a> {
-        LockedGroup {
-            slots,
-            held: Vec::with_capacity(MOVE_GROUP),
-            done: 0,
-        }
-    }
-
-    /// Locks each record of `group` (index, generation, place) that still
-    /// holds the place the scan saw; the previous group must be finished.
-    pub(crate) fn lock(&mut self, group: &[(u32, u32, u64)]) {
-        debug_assert_eq!(self.done, self.held.len(), "previous group still locked");
-        self.held.clear();
-        self.done = 0;
-        let slots = self.slots;
-        self.held
-            .extend(group.iter().copied().filter(|&(index, generation, place)| {
-                slots
-                    .get(index)
-                    .is_some_and(|slot| slot.lock_if_at(generation, place))
-            }));
-    }
-
-    /// The locked records, in the order they are finished.
-    pub(crate) fn held(&self) -> &[(u32, u32, u64)] {
-        &self.held
-    }
-
-    /// Points the next locked record at its copy `new` and unlocks it;
-    /// returns its old place (to retire).
-    pub(crate) fn finish_next(&mut self, new: u64) -> u64 {
-        let (index, generation, place) = self.held[self.done];
-        self.done += 1;
-        if let Some(slot) = self.slots.get(index) {
-            slot.finish_move(generation, Some(new));
-        }
-        place
-    }
-
-    /// Unlocks every record not yet finished, unmoved.
-    fn unlock_rest(&mut self) {
-        while let Some(&(index, generation, _)) = self.held.get(self.done) {
-            self.done += 1;
-            if let Some(slot) = self.slots.get(index) {
-                slot.finish_move(generation, None);
-            }
-        }
-    }
-}
-
-impl Drop for LockedGroup<'_> {
-    fn drop(&mut self) {
-        self.unlock_rest();
     }
 }
 

@@ -6,7 +6,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use ebb_slab::SlabConfig;
 
-use crate::raw::{LockedGroup, RawArena, RecordFormat};
+use crate::compact::LockedGroup;
+use crate::raw::{RawArena, RecordFormat};
 use crate::slots::SlotTable;
 
 const FORMAT: RecordFormat = RecordFormat::Fixed { len: 8, align: 8 };
