@@ -99,15 +99,14 @@ impl BlobArena {
     pub fn insert(&self, bytes: &[u8]) -> Result<BlobHandle> {
         let len = check_len(bytes)?;
         // SAFETY: `writer` writes the prefix and the bytes, exactly `len`.
-        let (index, generation) =
-            unsafe { self.raw.insert(RecordFormat::Prefixed, len, writer(bytes)) }?;
-        Ok(BlobHandle::new(index, generation))
+        let bits = unsafe { self.raw.insert(RecordFormat::Prefixed, len, writer(bytes)) }?;
+        Ok(BlobHandle::from_bits(bits))
     }
 
     /// The bytes, or `None` if the handle was removed.
     #[inline]
     pub fn get(&self, handle: BlobHandle) -> Option<BlobRef<'_>> {
-        let (guard, ptr) = self.raw.read(handle.index(), handle.generation())?;
+        let (guard, ptr) = self.raw.read(handle.to_bits())?;
         // SAFETY: a prefixed record starts with its length (aligned u32),
         // readable under the pin.
         let len = unsafe { ptr.as_ptr().cast::<u32>().read() } as usize;
@@ -135,8 +134,7 @@ impl BlobArena {
     /// Removes the record; false if the handle was not current.
     #[inline]
     pub fn remove(&self, handle: BlobHandle) -> bool {
-        self.raw
-            .remove(RecordFormat::Prefixed, handle.index(), handle.generation())
+        self.raw.remove(RecordFormat::Prefixed, handle.to_bits())
     }
 
     /// Replaces the bytes (the handle stays valid). `Ok(false)` if the handle
@@ -149,13 +147,8 @@ impl BlobArena {
         let len = check_len(bytes)?;
         // SAFETY: as in `insert`.
         unsafe {
-            self.raw.replace(
-                RecordFormat::Prefixed,
-                handle.index(),
-                handle.generation(),
-                len,
-                writer(bytes),
-            )
+            self.raw
+                .replace(RecordFormat::Prefixed, handle.to_bits(), len, writer(bytes))
         }
     }
 

@@ -5,6 +5,13 @@
 //! it is vacant, and only ever grow, so a handle to a removed record never
 //! matches again, even after its slot is reused (until 2^31 reuses of one
 //! slot wrap the counter).
+//!
+//! A handle also carries its arena's identity: a 4-bit tag above the 28-bit
+//! index, and the generation XORed with a 31-bit salt, both derived from the
+//! arena's unique id. A handle of another arena therefore finds nothing,
+//! except by a coincidence of tag and salted generation (about one in 2^35
+//! lookups of a foreign handle); even then it reads a live record of this
+//! arena, never freed memory: any bits are safe (see `from_bits`).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -22,21 +29,6 @@ pub struct Handle<T> {
 }
 
 impl<T> Handle<T> {
-    #[inline]
-    pub(crate) fn new(index: u32, generation: u32) -> Self {
-        Self::from_bits((u64::from(index) << 32) | u64::from(generation))
-    }
-
-    #[inline]
-    pub(crate) fn index(self) -> u32 {
-        (self.bits >> 32) as u32
-    }
-
-    #[inline]
-    pub(crate) fn generation(self) -> u32 {
-        self.bits as u32
-    }
-
     /// The handle as one `u64` (index in the high half), for storing in an
     /// index or on disk next to the arena.
     #[inline]
@@ -44,8 +36,10 @@ impl<T> Handle<T> {
         self.bits
     }
 
-    /// The handle back from [`to_bits`](Self::to_bits). A value that was never
-    /// a handle of the arena simply finds nothing.
+    /// The handle back from [`to_bits`](Self::to_bits). Any bits are safe
+    /// to use: bits that are not a live handle of the arena it is used on
+    /// (never issued, removed, or another arena's) find nothing, and bits
+    /// that are find exactly that record.
     #[inline]
     pub fn from_bits(bits: u64) -> Self {
         Handle {
@@ -74,7 +68,7 @@ impl<T> Hash for Handle<T> {
 }
 impl<T> fmt::Debug for Handle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Handle({}v{})", self.index(), self.generation())
+        write!(f, "Handle({:#018x})", self.bits)
     }
 }
 
@@ -86,21 +80,6 @@ pub struct BlobHandle {
 }
 
 impl BlobHandle {
-    #[inline]
-    pub(crate) fn new(index: u32, generation: u32) -> Self {
-        Self::from_bits((u64::from(index) << 32) | u64::from(generation))
-    }
-
-    #[inline]
-    pub(crate) fn index(self) -> u32 {
-        (self.bits >> 32) as u32
-    }
-
-    #[inline]
-    pub(crate) fn generation(self) -> u32 {
-        self.bits as u32
-    }
-
     /// The handle as one `u64` (see [`Handle::to_bits`]).
     #[inline]
     pub fn to_bits(self) -> u64 {
@@ -116,7 +95,7 @@ impl BlobHandle {
 
 impl fmt::Debug for BlobHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BlobHandle({}v{})", self.index(), self.generation())
+        write!(f, "BlobHandle({:#018x})", self.bits)
     }
 }
 

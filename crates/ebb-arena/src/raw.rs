@@ -32,6 +32,9 @@
 //! 3. Every occupied slot's place is a live allocation of `slab`, and each
 //!    live allocation is referenced by at most one slot.
 //! 4. At most one compaction runs at a time (`compacting`).
+//! 5. A handle's bits are `(index | id_tag) << 32 | (generation ^
+//!    id_salt)`: every handle this arena issues carries its tag and salt, and
+//!    a handle without the tag decodes to nothing.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -178,7 +181,26 @@ pub struct ArenaStats {
     pub slabs_compacted_total: u64,
 }
 
+/// The index bits of a handle's high half; the 4 bits above are the
+/// arena's tag.
+const INDEX_MASK: u32 = (1 << 28) - 1;
+const _: () = assert!(crate::slots::MAX_SLOTS as u64 <= INDEX_MASK as u64 + 1);
+
+/// A handle's identity marks for the arena with reclaimer uid `uid`:
+/// (tag in the 4 bits above the index, even salt XORed into generations).
+fn identity(uid: u64) -> (u32, u32) {
+    // splitmix64: uids 1, 2, 3... spread over every bit.
+    let mut z = uid.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ((z >> 32) as u32 & !INDEX_MASK, z as u32 & !1)
+}
+
 pub(crate) struct RawArena {
+    /// Identity marks every handle of this arena carries (invariant 5).
+    id_tag: u32,
+    id_salt: u32,
     /// The slab arena and the handle table, shared weakly with the threads'
     /// entries (see `reclaim`).
     pub(crate) shared: Arc<Shared>,
@@ -216,8 +238,12 @@ impl RawArena {
         let slab = SlabArena::new(config)?;
         let offset_mask = slab.slab_bytes() - 1;
         let shared = Arc::new(Shared::new(slab, slots));
+        let reclaim = Reclaimer::new(&shared);
+        let (id_tag, id_salt) = identity(reclaim.uid());
         Ok(RawArena {
-            reclaim: Reclaimer::new(&shared),
+            id_tag,
+            id_salt,
+            reclaim,
             shared,
             format,
             offset_mask,
@@ -231,6 +257,21 @@ impl RawArena {
 
     pub fn len(&self) -> usize {
         self.shared.len()
+    }
+
+    /// The bits of the handle of the record at (`index`, `generation`).
+    #[inline]
+    fn handle_bits(&self, (index, generation): (u32, u32)) -> u64 {
+        (u64::from(index | self.id_tag) << 32) | u64::from(generation ^ self.id_salt)
+    }
+
+    /// The (index, generation) a handle's bits name in this arena, or
+    /// `None` if they carry another arena's tag (invariant 5).
+    #[inline]
+    fn decode(&self, bits: u64) -> Option<(u32, u32)> {
+        let high = (bits >> 32) as u32;
+        (high & !INDEX_MASK == self.id_tag)
+            .then_some((high & INDEX_MASK, bits as u32 ^ self.id_salt))
     }
 
     #[inline]
@@ -328,7 +369,7 @@ impl RawArena {
         format: RecordFormat,
         len: usize,
         write: impl FnOnce(*mut u8),
-    ) -> Result<(u32, u32)> {
+    ) -> Result<u64> {
         let shared = &*self.shared;
         let align = format.align();
         // The fast path: a slot from this thread's stash, a bump in its own
@@ -349,8 +390,10 @@ impl RawArena {
             Ok(self.publish(local, entry, alloc))
         });
         match fast {
-            Ok(stored) => Ok(stored),
-            Err(write) => self.insert_slow(len, write),
+            Ok(stored) => Ok(self.handle_bits(stored)),
+            Err(write) => self
+                .insert_slow(len, write)
+                .map(|stored| self.handle_bits(stored)),
         }
     }
 
@@ -411,7 +454,8 @@ impl RawArena {
 
     /// Pins and returns a pointer to the record, if the handle is current.
     #[inline]
-    pub fn read(&self, index: u32, generation: u32) -> Option<(Guard, NonNull<u8>)> {
+    pub fn read(&self, bits: u64) -> Option<(Guard, NonNull<u8>)> {
+        let (index, generation) = self.decode(bits)?;
         let slot = self.shared.slots.get(index)?;
         // Pin before loading the place, so it cannot be freed under us.
         let guard = self.reclaim.pin();
@@ -420,7 +464,10 @@ impl RawArena {
     }
 
     #[inline]
-    pub fn remove(&self, format: RecordFormat, index: u32, generation: u32) -> bool {
+    pub fn remove(&self, format: RecordFormat, bits: u64) -> bool {
+        let Some((index, generation)) = self.decode(bits) else {
+            return false;
+        };
         let shared = &*self.shared;
         let Some(slot) = shared.slots.get(index) else {
             return false;
@@ -461,11 +508,13 @@ impl RawArena {
     pub unsafe fn replace(
         &self,
         format: RecordFormat,
-        index: u32,
-        generation: u32,
+        bits: u64,
         len: usize,
         write: impl FnOnce(*mut u8),
     ) -> Result<bool> {
+        let Some((index, generation)) = self.decode(bits) else {
+            return Ok(false);
+        };
         if generation & 1 == 0 {
             return Ok(false);
         }

@@ -360,6 +360,11 @@ impl Reclaimer {
         }
     }
 
+    /// This arena's unique id (never reused in a process).
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+
     /// Runs `f` on this thread's entry for this arena, registering it with
     /// the collector on first use. Never panics of its own: where the
     /// thread's entry cannot be had (the thread-locals are being torn down,

@@ -95,17 +95,17 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
     pub fn insert(&self, value: T) -> Result<Handle<T>> {
         // SAFETY: writes one `T` at the start of a record of size_of::<T>()
         // bytes (or 1 for a zero-sized T) aligned to align_of::<T>().
-        let (index, generation) = unsafe {
+        let bits = unsafe {
             self.raw
                 .insert(Self::FORMAT, Self::RECORD, |p| p.cast::<T>().write(value))
         }?;
-        Ok(Handle::new(index, generation))
+        Ok(Handle::from_bits(bits))
     }
 
     /// A reference to the record, or `None` if the handle was removed.
     #[inline]
     pub fn get(&self, handle: Handle<T>) -> Option<Ref<'_, T>> {
-        let (guard, ptr) = self.raw.read(handle.index(), handle.generation())?;
+        let (guard, ptr) = self.raw.read(handle.to_bits())?;
         Some(Ref {
             _guard: guard,
             ptr: ptr.cast(),
@@ -128,8 +128,7 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
     /// Removes the record; false if the handle was not current.
     #[inline]
     pub fn remove(&self, handle: Handle<T>) -> bool {
-        self.raw
-            .remove(Self::FORMAT, handle.index(), handle.generation())
+        self.raw.remove(Self::FORMAT, handle.to_bits())
     }
 
     /// Replaces the record with `value` (a new place; the handle stays
@@ -141,13 +140,10 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
     pub fn replace(&self, handle: Handle<T>, value: T) -> Result<bool> {
         // SAFETY: as in `insert`.
         unsafe {
-            self.raw.replace(
-                Self::FORMAT,
-                handle.index(),
-                handle.generation(),
-                Self::RECORD,
-                |p| p.cast::<T>().write(value),
-            )
+            self.raw
+                .replace(Self::FORMAT, handle.to_bits(), Self::RECORD, |p| {
+                    p.cast::<T>().write(value)
+                })
         }
     }
 

@@ -16,7 +16,7 @@ fn arena() -> RawArena {
     RawArena::new(SlabConfig::default().with_slab_bytes(64 << 10), FORMAT).expect("config")
 }
 
-fn insert(arena: &RawArena, value: u64) -> (u32, u32) {
+fn insert(arena: &RawArena, value: u64) -> u64 {
     // SAFETY: writes one aligned u64, the whole 8-byte record.
     unsafe { arena.insert(FORMAT, 8, |p| p.cast::<u64>().write(value)) }.expect("insert")
 }
@@ -30,8 +30,8 @@ fn a_panic_inside_a_threads_entry_leaves_it_usable() {
     }));
     assert!(caught.is_err());
     // The entry is marked free again: later calls use it, no panic.
-    let (index, generation) = insert(&arena, 2);
-    assert!(arena.read(index, generation).is_some());
+    let bits = insert(&arena, 2);
+    assert!(arena.read(bits).is_some());
     assert_eq!(arena.len(), 2);
 }
 
@@ -39,12 +39,12 @@ fn a_panic_inside_a_threads_entry_leaves_it_usable() {
 fn a_reentrant_call_runs_on_a_temporary_entry() {
     let arena = arena();
     let inner = arena.reclaim.with_local(|_outer| insert(&arena, 5));
-    let (guard, ptr) = arena.read(inner.0, inner.1).expect("stored");
+    let (guard, ptr) = arena.read(inner).expect("stored");
     // SAFETY: a live 8-byte record, read under the pin.
     assert_eq!(unsafe { ptr.cast::<u64>().read() }, 5);
     drop(guard);
     assert_eq!(arena.len(), 1, "the temporary entry handed its count back");
-    assert!(arena.remove(FORMAT, inner.0, inner.1));
+    assert!(arena.remove(FORMAT, inner));
     assert_eq!(arena.len(), 0);
 }
 
@@ -81,15 +81,15 @@ fn a_full_table_sends_vacant_slots_where_every_thread_finds_them() {
     let arena =
         RawArena::with_slot_limit(SlabConfig::default().with_slab_bytes(64 << 10), FORMAT, 64)
             .expect("config");
-    let handles: Vec<(u32, u32)> = (0..64).map(|v| insert(&arena, v)).collect();
+    let handles: Vec<u64> = (0..64).map(|v| insert(&arena, v)).collect();
     // SAFETY: as in `insert`.
     let full = unsafe { arena.insert(FORMAT, 8, |p| p.cast::<u64>().write(0)) };
     assert!(matches!(
         full,
         Err(crate::Error::TooManyRecords { max: 64 })
     ));
-    for (index, generation) in handles {
-        assert!(arena.remove(FORMAT, index, generation));
+    for bits in handles {
+        assert!(arena.remove(FORMAT, bits));
     }
     // Another thread reaches every one of the 64 vacant slots, though this
     // thread (now idle) removed them all.

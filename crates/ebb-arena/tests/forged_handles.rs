@@ -14,8 +14,8 @@
 //! - `Removed`: a removed handle (its slot vacant, on a stash or free list);
 //! - `Reused`: a removed handle whose slot now holds a newer record;
 //! - `Unclaimed`: an index past every claimed one, and far out of range;
-//! - `OtherArena`: a live handle of another arena (must find nothing or
-//!   this arena's record with exactly those bits);
+//! - `OtherArena`: a live handle of another arena (finds nothing: handles
+//!   carry their arena's identity);
 //! - `Random`: any `u64`.
 //!
 //! The oracle is the model's map from bits to value: `get(from_bits(b))`
@@ -203,6 +203,12 @@ fn run_blob(ops: &[Op]) -> BTreeSet<Class> {
                     expected.map(|v| &v[..]),
                     "{class:?} bits {bits:#x} read the wrong thing"
                 );
+                if *class == Class::OtherArena {
+                    assert!(
+                        expected.is_none(),
+                        "another arena's handle has this arena's bits"
+                    );
+                }
                 if expected.is_none() {
                     assert!(
                         !arena.remove(h),
@@ -297,5 +303,31 @@ fn typed_vacant_generation_reads_nothing() {
     for g in [0u64, 1] {
         let forged = Handle::<[u64; 8]>::from_bits((1000 << 32) | g);
         assert!(arena.get(forged).is_none());
+    }
+}
+
+#[test]
+fn another_arenas_handles_find_nothing() {
+    let (a, b) = (
+        BlobArena::new(config()).expect("config"),
+        BlobArena::new(config()).expect("config"),
+    );
+    let mine: Vec<BlobHandle> = (0..5000u32)
+        .map(|i| a.insert(&i.to_le_bytes()).expect("insert"))
+        .collect();
+    let theirs: Vec<BlobHandle> = (0..5000u32)
+        .map(|i| b.insert(&i.to_le_bytes()).expect("insert"))
+        .collect();
+    for h in &theirs {
+        assert!(
+            a.get(*h).is_none(),
+            "{h:?} of arena b read a record of arena a"
+        );
+        assert!(!a.remove(*h));
+        assert!(!a.replace(*h, b"x").expect("replace"));
+    }
+    assert_eq!(a.len(), 5000);
+    for (i, h) in mine.iter().enumerate() {
+        assert_eq!(a.get_vec(*h), Some((i as u32).to_le_bytes().to_vec()));
     }
 }
