@@ -8,7 +8,9 @@ use crossbeam_epoch::Guard;
 use crate::error::{Error, Result};
 use crate::handle::BlobHandle;
 use crate::raw::{PREFIX, RawArena, RecordFormat};
+use crate::scan::{ScanCursor, ScanReport, run_scan};
 use ebb_slab::SlabConfig;
+use tokio_util::sync::CancellationToken;
 
 /// Byte records (KV values, payloads) in slabs, addressed by 8-byte
 /// generational handles, compactable while readers read. Each record is a
@@ -150,6 +152,66 @@ impl BlobArena {
             self.raw
                 .replace(RecordFormat::Prefixed, handle.to_bits(), len, writer(bytes))
         }
+    }
+
+    /// Calls `f` on up to `max_records` live records from `cursor` on,
+    /// under one epoch pin, and advances the cursor; returns how many it
+    /// visited. See the `scan` module docs for what a pass sees.
+    /// [`ScanCursor::default`] starts a pass; [`scan_done`](Self::scan_done)
+    /// tells when it has ended.
+    pub fn scan_chunk(
+        &self,
+        cursor: &mut ScanCursor,
+        max_records: usize,
+        mut f: impl FnMut(BlobHandle, &[u8]),
+    ) -> usize {
+        self.raw
+            .scan_chunk(&mut cursor.0, max_records, |bits, ptr| {
+                // SAFETY: `ptr` is a published record's place, pinned by
+                // `scan_chunk` for this call: its 4-byte length then its bytes,
+                // unchanged while pinned (invariants 1 and 2).
+                let bytes = unsafe {
+                    let len = ptr.as_ptr().cast::<u32>().read() as usize;
+                    std::slice::from_raw_parts(ptr.as_ptr().add(PREFIX), len)
+                };
+                f(BlobHandle::from_bits(bits), bytes);
+            })
+    }
+
+    /// True once `cursor` has passed every record of the arena.
+    pub fn scan_done(&self, cursor: ScanCursor) -> bool {
+        self.raw.scan_done(cursor.0)
+    }
+
+    /// Calls `f` on every live record, `chunk_records` at a time (0: the
+    /// default, 1024) under one pin each, checking `token` between chunks.
+    ///
+    /// ```
+    /// use ebb_arena::{BlobArena, CancellationToken, SlabConfig};
+    ///
+    /// let arena = BlobArena::new(SlabConfig::default())?;
+    /// for i in 0..100u32 {
+    ///     arena.insert(&i.to_le_bytes())?;
+    /// }
+    /// let mut sum = 0u64;
+    /// let report = arena.scan(&CancellationToken::new(), 0, |_, bytes| {
+    ///     sum += u64::from(u32::from_le_bytes(bytes.try_into().unwrap()));
+    /// });
+    /// assert_eq!((report.records, sum), (100, 4950));
+    /// # Ok::<(), ebb_arena::Error>(())
+    /// ```
+    pub fn scan(
+        &self,
+        token: &CancellationToken,
+        chunk_records: usize,
+        mut f: impl FnMut(BlobHandle, &[u8]),
+    ) -> ScanReport {
+        run_scan(
+            token,
+            chunk_records,
+            |cursor, n| self.scan_chunk(cursor, n, &mut f),
+            |cursor| self.scan_done(cursor),
+        )
     }
 
     crate::raw::arena_maintenance!();

@@ -7,6 +7,7 @@ mod error;
 mod handle;
 mod raw;
 mod reclaim;
+mod scan;
 mod slots;
 mod typed;
 #[cfg(test)]
@@ -17,6 +18,7 @@ pub use compact::{CompactionPolicy, CompactionReport};
 pub use error::{CompactionError, Error, Result};
 pub use handle::{BlobHandle, Handle};
 pub use raw::ArenaStats;
+pub use scan::{DEFAULT_SCAN_CHUNK, ScanCursor, ScanReport};
 pub use typed::{Ref, TypedArena};
 
 /// The slab configuration an arena passes through to its `SlabArena`.

@@ -463,6 +463,47 @@ impl RawArena {
         Some((guard, self.ptr_of(place)))
     }
 
+    /// Visits up to `max` live records from slot `*cursor` on, under one
+    /// pin, calling `f(handle bits, place)`; moves `*cursor` past the slots
+    /// it looked at. Returns the records visited. Each index is looked at
+    /// once per pass, so a record live from the start of a pass until the
+    /// cursor reaches it is visited exactly once; one inserted or removed
+    /// meanwhile may or may not be. `f` runs pinned and outside the thread's
+    /// entry, so it may call back into the arena.
+    pub fn scan_chunk(
+        &self,
+        cursor: &mut u32,
+        max: usize,
+        mut f: impl FnMut(u64, NonNull<u8>),
+    ) -> usize {
+        let slots = &self.shared.slots;
+        let _guard = self.reclaim.pin();
+        let end = slots.high_water();
+        let mut visited = 0;
+        while *cursor < end && visited < max {
+            let index = *cursor;
+            *cursor += 1;
+            let Some(slot) = slots.get(index) else {
+                continue;
+            };
+            let Some((generation, _)) = slot.occupied() else {
+                continue;
+            };
+            // Re-read under the pin: the place is valid until we unpin.
+            let Some(place) = slot.read(generation) else {
+                continue;
+            };
+            f(self.handle_bits((index, generation)), self.ptr_of(place));
+            visited += 1;
+        }
+        visited
+    }
+
+    /// True once `cursor` has passed every slot ever claimed.
+    pub fn scan_done(&self, cursor: u32) -> bool {
+        cursor >= self.shared.slots.high_water()
+    }
+
     #[inline]
     pub fn remove(&self, format: RecordFormat, bits: u64) -> bool {
         let Some((index, generation)) = self.decode(bits) else {

@@ -8,7 +8,9 @@ use crossbeam_epoch::Guard;
 use crate::error::Result;
 use crate::handle::Handle;
 use crate::raw::{RawArena, RecordFormat};
+use crate::scan::{ScanCursor, ScanReport, run_scan};
 use ebb_slab::SlabConfig;
+use tokio_util::sync::CancellationToken;
 
 /// Plain records of type `T` in slabs, addressed by 8-byte generational
 /// handles, compactable while readers read.
@@ -145,6 +147,46 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
                     p.cast::<T>().write(value)
                 })
         }
+    }
+
+    /// Calls `f` on up to `max_records` live records from `cursor` on,
+    /// under one epoch pin, and advances the cursor; returns how many it
+    /// visited (see [`BlobArena::scan_chunk`](crate::BlobArena::scan_chunk)).
+    pub fn scan_chunk(
+        &self,
+        cursor: &mut ScanCursor,
+        max_records: usize,
+        mut f: impl FnMut(Handle<T>, &T),
+    ) -> usize {
+        self.raw
+            .scan_chunk(&mut cursor.0, max_records, |bits, ptr| {
+                // SAFETY: `ptr` is a published record's place holding an
+                // initialized, aligned `T`, pinned by `scan_chunk` for this call
+                // and unchanged while pinned (invariants 1 and 2).
+                let value = unsafe { ptr.cast::<T>().as_ref() };
+                f(Handle::from_bits(bits), value);
+            })
+    }
+
+    /// True once `cursor` has passed every record of the arena.
+    pub fn scan_done(&self, cursor: ScanCursor) -> bool {
+        self.raw.scan_done(cursor.0)
+    }
+
+    /// Calls `f` on every live record in chunks, cancellable between them
+    /// (see [`BlobArena::scan`](crate::BlobArena::scan)).
+    pub fn scan(
+        &self,
+        token: &CancellationToken,
+        chunk_records: usize,
+        mut f: impl FnMut(Handle<T>, &T),
+    ) -> ScanReport {
+        run_scan(
+            token,
+            chunk_records,
+            |cursor, n| self.scan_chunk(cursor, n, &mut f),
+            |cursor| self.scan_done(cursor),
+        )
     }
 
     crate::raw::arena_maintenance!();
