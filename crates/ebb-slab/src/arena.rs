@@ -27,24 +27,25 @@
 //!    its slab is `ptr & (slab_bytes - 1)`.
 
 use std::alloc::Layout;
-use std::cell::{Cell, UnsafeCell};
-use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
+use crate::active::bump;
+use crate::alloc::{RawSlabAlloc, SlabAlloc};
 use crate::config::{HugePages, ReleaseMode, SlabConfig};
+use crate::pool::SlabPool;
+use crate::shard::Shard;
 use crate::stats::SlabStats;
 use crate::table::{
-    MAX_SLABS, STATE_ACTIVE, STATE_LARGE, STATE_RELEASED, STATE_SEALED, STATE_UNUSED, STATE_WARM,
-    SlabEntry, SlabTable,
+    STATE_ACTIVE, STATE_LARGE, STATE_RELEASED, STATE_SEALED, STATE_WARM, SlabEntry, SlabTable,
 };
 use crate::{Error, Result};
 use ebb_core::Reservation;
-use ebb_core::os::{self, Advice, Mapping};
+use ebb_core::os;
 
 /// The next arena id. Ids are never reused: an [`OwnedSlab`](crate::OwnedSlab)
 /// carries its arena's id and must never match a later arena
@@ -57,26 +58,6 @@ fn next_arena_id() -> Option<u32> {
     NEXT_ARENA_ID
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1))
         .ok()
-}
-static NEXT_THREAD_SLOT: AtomicU32 = AtomicU32::new(0);
-
-thread_local! {
-    /// This thread's preferred shard index (before `% shards`). Moves on
-    /// when the shard is found contended, so threads spread out.
-    static THREAD_SLOT: Cell<u32> = const { Cell::new(u32::MAX) };
-}
-
-#[inline]
-fn thread_slot() -> u32 {
-    THREAD_SLOT.with(|s| {
-        let v = s.get();
-        if v != u32::MAX {
-            return v;
-        }
-        let v = NEXT_THREAD_SLOT.fetch_add(1, Ordering::Relaxed) & (u32::MAX >> 1);
-        s.set(v);
-        v
-    })
 }
 
 /// The index of a slab (or dedicated mapping) in its arena's table.
@@ -118,237 +99,6 @@ pub struct SlabInfo {
     pub len: usize,
 }
 
-/// One allocation of a [`SlabArena`]: the only handle to its bytes
-/// (invariant 2). Give it back with [`SlabArena::free`]; dropping it without
-/// freeing leaks the bytes until the arena is dropped.
-///
-/// ```
-/// use std::alloc::Layout;
-/// use ebb_slab::{SlabArena, SlabConfig};
-///
-/// let arena = SlabArena::new(SlabConfig::default())?;
-/// let mut a = arena.alloc(Layout::from_size_align(100, 8)?)?;
-/// a.as_mut_slice().fill(7);
-/// assert_eq!(a.as_slice()[99], 7);
-/// arena.free(a)?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug)]
-#[must_use = "an allocation not given back to `SlabArena::free` stays live until the arena drops"]
-pub struct SlabAlloc<'a> {
-    ptr: NonNull<u8>,
-    len: usize,
-    slab: SlabId,
-    arena: u32,
-    _arena: PhantomData<&'a SlabArena>,
-}
-
-// SAFETY: a `SlabAlloc` is unique ownership of `len` bytes of plain memory
-// (invariant 2), like a `Box<[u8]>`; nothing in it is tied to a thread.
-unsafe impl Send for SlabAlloc<'_> {}
-// SAFETY: `&SlabAlloc` only gives `&[u8]`, which is `Sync`.
-unsafe impl Sync for SlabAlloc<'_> {}
-
-impl SlabAlloc<'_> {
-    /// The first byte.
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// Length in bytes (the layout's size).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Always false: zero-size allocations are refused.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// The slab holding it.
-    pub fn slab(&self) -> SlabId {
-        self.slab
-    }
-
-    /// The bytes. Fresh slab memory reads as zeroes; reused memory may
-    /// hold bytes of earlier allocations.
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY:
-        // - `ptr..ptr + len` is inside a mapping that stays mapped while
-        //   this allocation is live (invariant 1) and the arena outlives
-        //   `self` (the `'a` borrow);
-        // - no `&mut` to these bytes exists: the only way to one is
-        //   `as_mut_slice(&mut self)` (invariant 2);
-        // - mapped anonymous memory is initialized (zero, or bytes written
-        //   earlier through these same accessors).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// The bytes, writable.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes this the only
-        // reference to the bytes (invariant 2).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// Turns the allocation into plain parts, for a layer above (an arena
-    /// with handles) that stores places compactly. Bring it back with
-    /// [`SlabArena::from_raw`] to free it.
-    pub fn into_raw(self) -> RawSlabAlloc {
-        RawSlabAlloc {
-            ptr: self.ptr,
-            len: self.len,
-            slab: self.slab,
-        }
-    }
-}
-
-/// The plain parts of a [`SlabAlloc`]: `Copy`, no lifetime. Only
-/// [`SlabArena::from_raw`] (unsafe) turns it back into an owner.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RawSlabAlloc {
-    /// The first byte.
-    pub ptr: NonNull<u8>,
-    /// Length in bytes.
-    pub len: usize,
-    /// The slab holding it.
-    pub slab: SlabId,
-}
-
-// SAFETY: plain data (an address, a length, an id); using the address
-// needs `unsafe` and the guarantees of `SlabArena::from_raw`.
-unsafe impl Send for RawSlabAlloc {}
-// SAFETY: as for `Send`.
-unsafe impl Sync for RawSlabAlloc {}
-
-/// The slab a shard (or a compaction target) is filling.
-pub(crate) struct ActiveSlab {
-    pub(crate) id: u32,
-    base: NonNull<u8>,
-    /// The slab's table entry (stable for the table's life, table
-    /// invariant 1).
-    entry: NonNull<SlabEntry>,
-    /// Next free offset.
-    pub(crate) cursor: usize,
-    /// Bytes allocated into this slab, published at seal (see `live`).
-    pub(crate) allocated: u64,
-    /// Page-rounded high-water mark of the cursor.
-    touched: usize,
-    /// Write a byte of each page the cursor enters past `touched` before
-    /// handing out memory there ([`ReleaseMode::Free`]: that page may have
-    /// been lazily freed, and only a write stops the kernel from zeroing it
-    /// later, under a live reference).
-    touch_new_pages: bool,
-}
-
-impl ActiveSlab {
-    pub(crate) fn entry(&self) -> &SlabEntry {
-        // SAFETY: entries live as long as the arena's table, which outlives
-        // every ActiveSlab (they belong to the arena's shards or to a
-        // TargetSlab borrowing the arena).
-        unsafe { self.entry.as_ref() }
-    }
-}
-
-/// One allocation shard: a tiny test-and-set lock around its active slab.
-///
-/// The lock is taken with one atomic swap and released with a plain store,
-/// half the atomic work of a general mutex; critical sections are a few
-/// instructions except the rare refill, and a thread that finds its shard
-/// taken moves to another one rather than wait (`lock_shard`).
-struct Shard {
-    locked: AtomicBool,
-    active: UnsafeCell<Option<ActiveSlab>>,
-}
-
-// SAFETY: `active` is only reached through a `ShardGuard`, which exists only
-// while `locked` is held by its thread (acquire on lock, release on unlock),
-// so accesses to it are serialized; `ActiveSlab`'s pointers point into the
-// arena's mappings and table, which are shared by design.
-unsafe impl Sync for Shard {}
-// SAFETY: as above; nothing in a shard is tied to a thread.
-unsafe impl Send for Shard {}
-
-impl Shard {
-    fn new() -> Shard {
-        Shard {
-            locked: AtomicBool::new(false),
-            active: UnsafeCell::new(None),
-        }
-    }
-
-    #[inline]
-    fn try_lock(&self) -> Option<ShardGuard<'_>> {
-        // Test before test-and-set: a taken lock costs no write. The guard is
-        // made only on success: a guard dropped after a failed attempt would
-        // unlock the owner's lock (Miri caught exactly that with an eager
-        // `then_some`).
-        if !self.locked.load(Ordering::Relaxed) && !self.locked.swap(true, Ordering::Acquire) {
-            Some(ShardGuard { shard: self })
-        } else {
-            None
-        }
-    }
-
-    #[cold]
-    fn lock(&self) -> ShardGuard<'_> {
-        let mut spins = 0u32;
-        loop {
-            if let Some(g) = self.try_lock() {
-                return g;
-            }
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-    }
-}
-
-struct ShardGuard<'a> {
-    shard: &'a Shard,
-}
-
-impl std::ops::Deref for ShardGuard<'_> {
-    type Target = Option<ActiveSlab>;
-    fn deref(&self) -> &Option<ActiveSlab> {
-        // SAFETY: the guard holds the shard's lock (see `Shard`'s Sync).
-        unsafe { &*self.shard.active.get() }
-    }
-}
-
-impl std::ops::DerefMut for ShardGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Option<ActiveSlab> {
-        // SAFETY: the guard holds the shard's lock, and `&mut self` makes
-        // this the only reference through it.
-        unsafe { &mut *self.shard.active.get() }
-    }
-}
-
-impl Drop for ShardGuard<'_> {
-    fn drop(&mut self) {
-        self.shard.locked.store(false, Ordering::Release);
-    }
-}
-
-/// The slow-path bookkeeping, under one lock.
-#[derive(Default)]
-struct SlabPool {
-    /// Empty but still resident, for immediate reuse (`max_warm_slabs`).
-    warm: Vec<u32>,
-    /// Released, still mapped, ready for reuse (LIFO: most recently used
-    /// page tables first).
-    retained: Vec<u32>,
-    /// Ids whose mapping is gone, for reuse.
-    free_ids: Vec<u32>,
-    /// Next never-used id.
-    next_id: u32,
-    /// Mapping start -> (id, length), for address lookups.
-    by_addr: BTreeMap<usize, (u32, usize)>,
-}
-
 /// Memory in fixed-size mmap'd slabs, bump-allocated, with exact live
 /// accounting, each slab handed back to the OS the moment it is empty.
 ///
@@ -375,22 +125,22 @@ pub struct SlabArena {
     pub(crate) slab_bytes: usize,
     /// Allocations above this get a dedicated mapping.
     pub(crate) large_threshold: usize,
-    max_retained_slabs: usize,
-    max_warm_slabs: usize,
+    pub(crate) max_retained_slabs: usize,
+    pub(crate) max_warm_slabs: usize,
     /// Extra warm slabs allowed while a compaction runs, so the slabs it
     /// empties become its next targets without a release and a refault.
-    extra_warm_slabs: AtomicUsize,
-    release_mode: ReleaseMode,
-    huge_pages: HugePages,
+    pub(crate) extra_warm_slabs: AtomicUsize,
+    pub(crate) release_mode: ReleaseMode,
+    pub(crate) huge_pages: HugePages,
     pub(crate) page: usize,
-    table: SlabTable,
-    shards: Box<[CachePadded<Shard>]>,
-    pool: Mutex<SlabPool>,
+    pub(crate) table: SlabTable,
+    pub(crate) shards: Box<[CachePadded<Shard>]>,
+    pub(crate) pool: Mutex<SlabPool>,
     /// Slabs given back to the OS (madvise or unmap) since creation.
-    releases: AtomicU64,
+    pub(crate) releases: AtomicU64,
     /// Releases whose madvise failed (the slab was unmapped instead).
-    release_failures: AtomicU64,
-    reservation: Option<Reservation>,
+    pub(crate) release_failures: AtomicU64,
+    pub(crate) reservation: Option<Reservation>,
     /// The arena id (high 32 bits) and a seal epoch (low 32 bits), bumped by
     /// [`seal_active_slabs`](SlabArena::seal_active_slabs):
     /// [`OwnedSlab`](crate::OwnedSlab)s carry the key they were made or last
@@ -628,53 +378,6 @@ impl SlabArena {
         found.into_iter().map(|(_, id)| SlabId(id)).collect()
     }
 
-    /// A fresh slab owned by the caller, outside every shard, so that
-    /// records moved by a compaction never land in a slab being emptied.
-    /// Fill it with [`alloc_in`](Self::alloc_in); it is sealed when dropped.
-    ///
-    /// # Errors
-    ///
-    /// As [`alloc`](Self::alloc) when a new slab is needed.
-    pub fn reserve_target(&self) -> Result<TargetSlab<'_>> {
-        Ok(TargetSlab {
-            arena: self,
-            slab: self.acquire_slab()?,
-        })
-    }
-
-    /// Allocates in `target`; `Ok(None)` when the target is full (seal it
-    /// and reserve another).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ZeroSize`]; [`Error::BadLayout`] for a layout over half a
-    /// slab (those are never in slabs); [`Error::ForeignAllocation`] if the
-    /// target belongs to another arena.
-    pub fn alloc_in<'t>(
-        &'t self,
-        target: &mut TargetSlab<'t>,
-        layout: Layout,
-    ) -> Result<Option<SlabAlloc<'t>>> {
-        if !std::ptr::eq(target.arena, self) {
-            return Err(Error::ForeignAllocation);
-        }
-        let size = layout.size();
-        if size == 0 {
-            return Err(Error::ZeroSize);
-        }
-        if size > self.large_threshold || layout.align() > self.large_threshold {
-            return Err(Error::BadLayout {
-                size,
-                align: layout.align(),
-                why: "larger than half a slab: not movable between slabs",
-            });
-        }
-        let slab = &mut target.slab;
-        let id = slab.id;
-        Ok(bump(slab, size, layout.align(), self.slab_bytes, self.page)
-            .map(|ptr| self.make_alloc(ptr, size, id)))
-    }
-
     /// Seals every shard's active slab, releasing those already empty.
     /// For shutdown, tests, and a pressure controller that wants every
     /// empty byte back; later allocations start new slabs.
@@ -691,38 +394,6 @@ impl SlabArena {
                 self.seal(active);
             }
         }
-    }
-
-    /// Releases every warm slab (empty slabs kept resident for reuse) to the
-    /// OS; returns the bytes released. For a pressure controller.
-    pub fn release_warm_slabs(&self) -> u64 {
-        self.release_warm_beyond(0)
-    }
-
-    /// Lets up to `slabs` more empty slabs stay warm (beyond
-    /// `max_warm_slabs`) until it is set back to 0. A compaction raises it
-    /// while it runs: the slabs it empties are then its next targets, with
-    /// no release, page fault or zeroing in between. Setting it lower
-    /// releases the excess at once.
-    pub fn set_extra_warm_slabs(&self, slabs: usize) {
-        self.extra_warm_slabs.store(slabs, Ordering::Relaxed);
-        self.release_warm_beyond(self.max_warm_slabs + slabs);
-    }
-
-    /// Releases warm slabs until at most `keep` remain; returns the bytes.
-    fn release_warm_beyond(&self, keep: usize) -> u64 {
-        let warm = {
-            let mut pool = self.pool.lock();
-            let keep = keep.min(pool.warm.len());
-            pool.warm.split_off(keep)
-        };
-        let mut bytes = 0;
-        for id in warm {
-            let entry = self.entry(id);
-            bytes += entry.touched.load(Ordering::Relaxed) as u64;
-            self.release_now(id, entry);
-        }
-        bytes
     }
 
     /// A snapshot of the arena's accounting; see [`SlabStats`]. Walks the
@@ -803,30 +474,6 @@ impl SlabArena {
         }
     }
 
-    /// Locks the calling thread's home shard; if it is taken, tries the
-    /// others and moves the thread's home to the first free one.
-    #[inline]
-    fn lock_shard(&self) -> ShardGuard<'_> {
-        let slot = thread_slot() as usize;
-        let home = slot & (self.shards.len() - 1);
-        if let Some(g) = self.shards[home].try_lock() {
-            return g;
-        }
-        self.lock_other_shard(slot, home)
-    }
-
-    #[cold]
-    fn lock_other_shard(&self, slot: usize, home: usize) -> ShardGuard<'_> {
-        let n = self.shards.len();
-        for step in 1..n {
-            if let Some(g) = self.shards[(home + step) % n].try_lock() {
-                THREAD_SLOT.with(|s| s.set((slot + step) as u32 & (u32::MAX >> 1)));
-                return g;
-            }
-        }
-        self.shards[home].lock()
-    }
-
     #[inline]
     pub(crate) fn free_parts(&self, slab: u32, len: usize) {
         let Some(entry) = self.table.get(slab) else {
@@ -842,355 +489,9 @@ impl SlabArena {
         }
     }
 
-    /// Seals the shard's full active slab (or restarts it if everything in
-    /// it was freed) and installs a new one.
-    #[cold]
-    fn refill(&self, shard: &mut ShardGuard<'_>) -> Result<()> {
-        if let Some(active) = shard.as_mut() {
-            let entry = active.entry();
-            if entry.live.active_is_empty(active.allocated) {
-                // Every allocation in it was freed: no free can race with
-                // the reset (invariant 3 of `live`), and no byte is live, so
-                // the cursor may start over (invariant 3). Its pages stay
-                // resident and `touched` keeps counting them.
-                entry.live.reset_active();
-                entry.allocated.store(0, Ordering::Relaxed);
-                active.cursor = 0;
-                active.allocated = 0;
-                return Ok(());
-            }
-        }
-        if let Some(active) = shard.take() {
-            self.seal(active);
-        }
-        **shard = Some(self.acquire_slab()?);
-        Ok(())
-    }
-
     pub(crate) fn entry(&self, id: u32) -> &SlabEntry {
         // Ids of active slabs always have entries (table invariant 2).
         self.table.get(id).expect("active slab id has an entry")
-    }
-
-    pub(crate) fn seal(&self, active: ActiveSlab) {
-        let entry = active.entry();
-        entry.state.store(STATE_SEALED, Ordering::Release);
-        if entry.live.seal(active.allocated) {
-            self.release(active.id, entry);
-        }
-    }
-
-    /// Disposes of an empty sealed slab: parks it warm (resident, for
-    /// immediate reuse) while fewer than `max_warm_slabs` are, else gives it
-    /// back to the OS. Called by exactly one thread per emptying
-    /// (invariant 3 of `live`).
-    fn release(&self, id: u32, entry: &SlabEntry) {
-        let max_warm = self.max_warm_slabs + self.extra_warm_slabs.load(Ordering::Relaxed);
-        if max_warm > 0 {
-            let mut pool = self.pool.lock();
-            if pool.warm.len() < max_warm {
-                entry.state.store(STATE_WARM, Ordering::Release);
-                pool.warm.push(id);
-                return;
-            }
-        }
-        self.release_now(id, entry);
-    }
-
-    /// Gives an empty slab's memory back: madvise, then retain or unmap.
-    fn release_now(&self, id: u32, entry: &SlabEntry) {
-        let touched = entry.touched.load(Ordering::Relaxed);
-        let advice = match self.release_mode {
-            ReleaseMode::DontNeed => Advice::DontNeed,
-            ReleaseMode::Free => Advice::Free,
-        };
-        let released = {
-            let mapping = entry.mapping.lock();
-            match mapping.as_ref() {
-                // The whole slab, not just `touched`: with huge pages a
-                // partial range would split the page and leave it resident.
-                // SAFETY: the slab's live count reached zero after its seal,
-                // so no allocation in it is live (invariant 1) and no
-                // reference to its bytes exists; nobody allocates in a
-                // sealed, warm or released slab.
-                Some(m) => unsafe { m.advise(0, m.len(), advice) },
-                None => Ok(()),
-            }
-        };
-        self.releases.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = &released {
-            self.release_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(arena = self.id, slab = id, error = %e, "slab release failed; unmapping it instead");
-        }
-        let mut pool = self.pool.lock();
-        if released.is_ok() && pool.retained.len() < self.max_retained_slabs {
-            entry.touched.store(0, Ordering::Relaxed);
-            entry.state.store(STATE_RELEASED, Ordering::Release);
-            pool.retained.push(id);
-            drop(pool);
-            tracing::trace!(
-                arena = self.id,
-                slab = id,
-                bytes_released = touched,
-                "slab released"
-            );
-        } else {
-            let mapping = self.forget_mapping(&mut pool, id, entry);
-            drop(pool);
-            drop(mapping);
-            tracing::trace!(
-                arena = self.id,
-                slab = id,
-                bytes_released = touched,
-                "slab unmapped"
-            );
-        }
-    }
-
-    /// Detaches an id's mapping (to be dropped, i.e. unmapped, by the
-    /// caller outside the locks) and frees the id. Caller holds the pool.
-    fn forget_mapping(&self, pool: &mut SlabPool, id: u32, entry: &SlabEntry) -> Option<Mapping> {
-        let mapping = entry.mapping.lock().take();
-        let base = entry.base.swap(std::ptr::null_mut(), Ordering::AcqRel);
-        let len = entry.len.swap(0, Ordering::AcqRel);
-        entry.state.store(STATE_UNUSED, Ordering::Release);
-        pool.by_addr.remove(&(base as usize));
-        entry.touched.store(0, Ordering::Relaxed);
-        pool.free_ids.push(id);
-        if let Some(r) = &self.reservation {
-            r.shrink(len as u64);
-        }
-        mapping
-    }
-
-    /// A slab to fill: a warm one, a retained one, or a new mapping.
-    pub(crate) fn acquire_slab(&self) -> Result<ActiveSlab> {
-        let reused = {
-            let mut pool = self.pool.lock();
-            pool.warm.pop().or_else(|| pool.retained.pop())
-        };
-        let (id, base) = match reused {
-            Some(id) => {
-                let entry = self.entry(id);
-                let base = NonNull::new(entry.base.load(Ordering::Acquire))
-                    .expect("a warm or retained slab is mapped");
-                (id, base)
-            }
-            None => {
-                let hint = match self.huge_pages {
-                    HugePages::System => None,
-                    HugePages::Enable => Some(Advice::HugePage),
-                    HugePages::Disable => Some(Advice::NoHugePage),
-                };
-                self.map_new(self.slab_bytes, self.slab_bytes, hint, None)?
-            }
-        };
-        let entry = self.entry(id);
-        // Nothing in the slab is live, so no free races with the reset.
-        entry.live.reset_active();
-        entry.allocated.store(0, Ordering::Relaxed);
-        entry.state.store(STATE_ACTIVE, Ordering::Release);
-        Ok(ActiveSlab {
-            id,
-            base,
-            entry: NonNull::from(entry),
-            cursor: 0,
-            allocated: 0,
-            // A warm slab's pages are still resident: keep counting them.
-            touched: entry.touched.load(Ordering::Relaxed),
-            touch_new_pages: self.release_mode == ReleaseMode::Free,
-        })
-    }
-
-    /// Maps `len` bytes aligned to `align` under a new id, charging the
-    /// budget first; on any failure nothing changes.
-    fn map_new(
-        &self,
-        len: usize,
-        align: usize,
-        hint: Option<Advice>,
-        large_bytes: Option<u64>,
-    ) -> Result<(u32, NonNull<u8>)> {
-        let len = len
-            .checked_next_multiple_of(self.page)
-            .ok_or(Error::BadLayout {
-                size: len,
-                align,
-                why: "size overflows",
-            })?;
-        if let Some(r) = &self.reservation {
-            r.try_grow(len as u64)?;
-        }
-        let undo = |e: Error| {
-            if let Some(r) = &self.reservation {
-                r.shrink(len as u64);
-            }
-            e
-        };
-        let mapping = Mapping::new(len, align).map_err(|e| undo(e.into()))?;
-        if let Some(advice) = hint {
-            // SAFETY: the mapping was just made; nothing references it.
-            if let Err(e) = unsafe { mapping.advise(0, len, advice) } {
-                tracing::debug!(error = %e, "huge page hint refused");
-            }
-        }
-        let base = NonNull::new(mapping.as_ptr()).ok_or_else(|| {
-            undo(Error::BadLayout {
-                size: len,
-                align,
-                why: "null mapping",
-            })
-        })?;
-        let mut pool = self.pool.lock();
-        let id = match pool.free_ids.pop() {
-            Some(id) => id,
-            None if (pool.next_id as usize) < MAX_SLABS => {
-                pool.next_id += 1;
-                pool.next_id - 1
-            }
-            None => {
-                drop(pool);
-                return Err(undo(Error::TooManySlabs { max: MAX_SLABS }));
-            }
-        };
-        // Table invariant 2: publish the chunk before the id escapes.
-        self.table.ensure(id);
-        let entry = self.entry(id);
-        // The entry is unused: nobody else reads its counter.
-        entry.live.reset_active();
-        let state = match large_bytes {
-            Some(bytes) => {
-                // A dedicated mapping is sealed from the start, holding its
-                // one allocation.
-                entry.live.seal(bytes);
-                STATE_LARGE
-            }
-            None => STATE_ACTIVE,
-        };
-        entry.touched.store(0, Ordering::Relaxed);
-        entry.allocated.store(0, Ordering::Relaxed);
-        entry.len.store(len, Ordering::Release);
-        entry.base.store(base.as_ptr(), Ordering::Release);
-        entry.state.store(state, Ordering::Release);
-        *entry.mapping.lock() = Some(mapping);
-        pool.by_addr.insert(base.as_ptr() as usize, (id, len));
-        drop(pool);
-        Ok((id, base))
-    }
-
-    #[cold]
-    pub(crate) fn alloc_large(&self, layout: Layout) -> Result<SlabAlloc<'_>> {
-        let size = layout.size();
-        let len = size
-            .checked_next_multiple_of(self.page)
-            .ok_or(Error::BadLayout {
-                size,
-                align: layout.align(),
-                why: "size overflows when rounded to pages",
-            })?;
-        let (id, base) = self.map_new(len, layout.align(), None, Some(size as u64))?;
-        Ok(self.make_alloc(base, size, id))
-    }
-
-    #[cold]
-    fn free_large(&self, id: u32, entry: &SlabEntry, size: usize) {
-        if !entry.live.free(size as u64) {
-            debug_assert!(false, "a dedicated mapping holds one allocation");
-            return;
-        }
-        let mapping = {
-            let mut pool = self.pool.lock();
-            self.forget_mapping(&mut pool, id, entry)
-        };
-        self.releases.fetch_add(1, Ordering::Relaxed);
-        // Unmapped here, outside the locks.
-        drop(mapping);
-    }
-}
-
-/// Bumps `size` bytes aligned to `align` in an active slab, or `None` if
-/// it does not fit. Runs under the shard's lock (or on a target's owner).
-#[inline]
-pub(crate) fn bump(
-    active: &mut ActiveSlab,
-    size: usize,
-    align: usize,
-    slab_bytes: usize,
-    page: usize,
-) -> Option<NonNull<u8>> {
-    // By invariant 4 the slab base is aligned to slab_bytes >= align, so
-    // aligning the offset aligns the address.
-    let start = (active.cursor + align - 1) & !(align - 1);
-    let end = start + size;
-    if end > slab_bytes {
-        return None;
-    }
-    active.cursor = end;
-    active.allocated += size as u64;
-    // Only the owner writes these: plain stores, no read-modify-write.
-    active
-        .entry()
-        .allocated
-        .store(active.allocated, Ordering::Relaxed);
-    if end > active.touched {
-        let first_new = active.touched;
-        active.touched = end.next_multiple_of(page);
-        if active.touch_new_pages {
-            for at in (first_new..active.touched.min(slab_bytes)).step_by(page) {
-                // SAFETY: `at < touched <= slab_bytes` (slabs are whole
-                // pages): inside the slab's mapping. The page is past the
-                // cursor's high-water mark, so no live allocation is in it
-                // (every allocation made since the slab was acquired ends
-                // below `touched`, and the slab was empty when acquired);
-                // nothing can read these bytes until this call returns.
-                unsafe { active.base.add(at).as_ptr().write_volatile(0) };
-            }
-        }
-        active
-            .entry()
-            .touched
-            .store(active.touched, Ordering::Relaxed);
-    }
-    // SAFETY: `start < end <= slab_bytes`: inside the slab's mapping.
-    Some(unsafe { active.base.add(start) })
-}
-
-/// A slab reserved by [`SlabArena::reserve_target`] for a compaction pass.
-/// Only [`SlabArena::alloc_in`] allocates in it; it is sealed on drop (and
-/// released at once if nothing in it is live).
-pub struct TargetSlab<'a> {
-    arena: &'a SlabArena,
-    slab: ActiveSlab,
-}
-
-// SAFETY: a target is exclusive ownership of one slab's cursor; its base
-// pointer points into a mapping owned by the arena, which is `Sync`.
-unsafe impl Send for TargetSlab<'_> {}
-
-impl TargetSlab<'_> {
-    /// The slab being filled.
-    pub fn id(&self) -> SlabId {
-        SlabId(self.slab.id)
-    }
-
-    /// Bytes still free at the end of the slab.
-    pub fn remaining_bytes(&self) -> usize {
-        self.arena.slab_bytes - self.slab.cursor
-    }
-}
-
-impl Drop for TargetSlab<'_> {
-    fn drop(&mut self) {
-        let slab = ActiveSlab {
-            id: self.slab.id,
-            base: self.slab.base,
-            entry: self.slab.entry,
-            cursor: self.slab.cursor,
-            allocated: self.slab.allocated,
-            touched: self.slab.touched,
-            touch_new_pages: self.slab.touch_new_pages,
-        };
-        self.arena.seal(slab);
     }
 }
 

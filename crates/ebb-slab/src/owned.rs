@@ -27,7 +27,9 @@
 use std::alloc::Layout;
 use std::sync::atomic::Ordering;
 
-use crate::arena::{ActiveSlab, SlabAlloc, SlabArena, bump};
+use crate::SlabAlloc;
+use crate::active::{ActiveSlab, bump};
+use crate::arena::SlabArena;
 use crate::{Error, Result};
 
 /// A full slab becomes the spare only if at most half of it is still live
