@@ -14,10 +14,14 @@
 //!    reading from another thread lags by at most one flush threshold per
 //!    live thread. [`TrackingAllocator::flush_thread`] makes the calling
 //!    thread's part exact.
-//! 2. The wrapper never allocates while counting: the cells are `const`
-//!    thread-locals without destructors. The exit flush is a separate
-//!    thread-local whose registration (which may allocate) happens with a
-//!    re-entrancy flag set, so a nested allocation only counts.
+//! 2. Counting cannot panic and cannot recurse. The cells are `const`
+//!    thread-locals without destructors (on Linux's native TLS, touching
+//!    them never allocates and they stay usable to the thread's last
+//!    allocation); every thread-local is reached with `try_with`; sums on
+//!    sizes wrap instead of overflowing. The one step that may allocate,
+//!    registering the exit flush's destructor, runs with `exit == 1`, and
+//!    in that state a nested call only counts, so registration is never
+//!    re-entered.
 //! 3. The counters are process-wide statics: the wrapper is meant to be the
 //!    one `#[global_allocator]`.
 
@@ -89,30 +93,38 @@ fn flush(d: &Deltas) {
         FREES.fetch_add(frees, Ordering::Relaxed);
     }
     if bytes != 0 {
-        let now = CURRENT.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        // Wrapping like the atomic add itself (invariant 2).
+        let now = CURRENT
+            .fetch_add(bytes, Ordering::Relaxed)
+            .wrapping_add(bytes);
         PEAK.fetch_max(now, Ordering::Relaxed);
     }
 }
 
 /// Counts an allocation of `size` bytes in the thread's cells.
+///
+/// Wrapping sums (invariant 2): a size is at most `isize::MAX`, but a
+/// pending delta plus one can pass `i64::MAX`, and a panic here would
+/// unwind out of the allocator.
 #[inline]
 fn count_alloc(size: usize) {
     let _ = DELTAS.try_with(|d| {
-        let ops = d.ops.get() + 1;
+        let ops = d.ops.get().wrapping_add(1);
         d.ops.set(ops);
-        let bytes = d.bytes.get() + size as i64;
+        let bytes = d.bytes.get().wrapping_add(size as i64);
         d.bytes.set(bytes);
         after_count(d, ops, bytes);
     });
 }
 
-/// Counts a free of `size` bytes in the thread's cells.
+/// Counts a free of `size` bytes in the thread's cells (wrapping, as
+/// [`count_alloc`]).
 #[inline]
 fn count_free(size: usize) {
     let _ = DELTAS.try_with(|d| {
-        let ops = d.ops.get() + FREE_ONE;
+        let ops = d.ops.get().wrapping_add(FREE_ONE);
         d.ops.set(ops);
-        let bytes = d.bytes.get() - size as i64;
+        let bytes = d.bytes.get().wrapping_sub(size as i64);
         d.bytes.set(bytes);
         after_count(d, ops, bytes);
     });
@@ -213,10 +225,29 @@ pub fn reset_peak() {
     PEAK.store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
-// SAFETY: every method forwards to `inner` with the caller's arguments
-// unchanged, so `A`'s guarantees are ours; the counting around the calls
-// touches only thread-local cells and atomics and never allocates
-// (invariant 2).
+// SAFETY: what `GlobalAlloc` asks of an implementation, and why each holds.
+// (Not "it never allocates": allocating inside an allocator is allowed; what
+// must not happen is a panic, or a re-entry into something not re-entrant.)
+// - The memory contract (a block that fits `layout`, valid until freed,
+//   freed once): every method forwards to `inner` with the caller's
+//   arguments unchanged and returns its answer unchanged, so `A`'s
+//   guarantees are ours. The counting never touches the block, and counts
+//   only calls `inner` reported as successful.
+// - No unwinding out of an allocator method: the counting cannot panic
+//   (invariant 2). It reaches thread-locals only by `try_with`, so during
+//   or after thread teardown an access fails into "not counted here"
+//   instead of a panic; its sums wrap; the rest is `Cell` gets and sets
+//   and relaxed atomics.
+// - No unbounded or re-entrant recursion: the only step that may allocate
+//   is the first touch of `EXIT_FLUSH`, when std registers its destructor
+//   (through libc, or a list that may allocate through this allocator).
+//   It runs with `exit == 1`, where a nested call counts into `DELTAS`
+//   (const-initialized, no destructor: touching it registers and allocates
+//   nothing) and returns; registration is never entered twice, so std's
+//   destructor list is never borrowed twice (std aborts if it is).
+// - Thread teardown: `DELTAS` stays usable to the thread's last
+//   allocation; once `EXIT_FLUSH` is destroyed, or cannot be registered,
+//   `exit == 3` and every operation flushes at once (invariant 1).
 unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

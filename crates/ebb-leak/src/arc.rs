@@ -16,6 +16,12 @@ struct Counted<T> {
 /// An `Arc<T>` counted under the kind `std::any::type_name::<T>()`: one per
 /// allocation (not per clone), released when the last clone drops.
 ///
+/// Covariant in `T`, as `Arc<T>` is, and soundly so: it hands out only
+/// `&T` (no `get_mut`, no interior mutability of its own), so reading a
+/// `TrackedArc<&'static str>` as a `TrackedArc<&'a str>` can never store a
+/// shorter-lived value where a longer-lived one is expected. A `T` with
+/// interior mutability (`Cell<&'a str>`) brings its own invariance.
+///
 /// ```
 /// use ebb_leak::{ResourceKind, ResourceTracker, TrackedArc, TrackerConfig};
 ///
@@ -104,5 +110,28 @@ impl<T> Clone for TrackedWeak<T> {
         TrackedWeak {
             inner: Weak::clone(&self.inner),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::TrackerConfig;
+
+    /// Compiles only while both handles are covariant (sound: read-only).
+    #[test]
+    fn tracked_arc_and_weak_are_covariant_like_arc() {
+        fn shorten<'a>(a: TrackedArc<&'static str>) -> TrackedArc<&'a str> {
+            a
+        }
+        fn shorten_weak<'a>(w: TrackedWeak<&'static str>) -> TrackedWeak<&'a str> {
+            w
+        }
+        let tracker = ResourceTracker::new("arc-variance", TrackerConfig::default());
+        let a = TrackedArc::new("static", &tracker);
+        let w = shorten_weak(TrackedArc::downgrade(&a));
+        let short = shorten(a);
+        assert_eq!(*short, "static");
+        assert!(w.upgrade().is_some());
     }
 }

@@ -195,7 +195,9 @@ impl LeakCheck {
                 allowed,
             });
         }
-        if now.threads.len() > base.threads.len() + tol.threads {
+        // Saturating throughout: a tolerance is the caller's, and
+        // `usize::MAX` ("ignore threads") overflowed.
+        if now.threads.len() > base.threads.len().saturating_add(tol.threads) {
             let mut new = now.threads.clone();
             for name in &base.threads {
                 if let Some(i) = new.iter().position(|n| n == name) {
@@ -209,7 +211,7 @@ impl LeakCheck {
                 new_names: new,
             });
         }
-        if now.fds > base.fds + tol.fds {
+        if now.fds > base.fds.saturating_add(tol.fds) {
             items.push(Finding::Fds {
                 before: base.fds,
                 after: now.fds,
@@ -221,7 +223,7 @@ impl LeakCheck {
                 .get(&(tracker.clone(), *kind))
                 .copied()
                 .unwrap_or(0);
-            if live > before + tol.tracked {
+            if live > before.saturating_add(tol.tracked) {
                 let sites = ResourceTracker::all()
                     .into_iter()
                     .filter(|t| t.name() == tracker)
@@ -239,7 +241,7 @@ impl LeakCheck {
             }
         }
         if let (Some(before), Some(after)) = (base.tasks, now.tasks)
-            && after > before + tol.tasks
+            && after > before.saturating_add(tol.tasks)
         {
             items.push(Finding::Tasks { before, after });
         }
@@ -345,7 +347,7 @@ impl fmt::Display for LeakFindings {
                 } => writeln!(
                     f,
                     "  heap ({source:?}) {before} -> {after} bytes: +{} (+{percent:.1} %), over the {allowed} forgiven",
-                    after - before
+                    after.saturating_sub(*before)
                 )?,
                 Finding::Threads {
                     before,

@@ -106,7 +106,9 @@ impl GrowthDetector {
     /// older than the newest one is ignored (invariant 1).
     pub fn record(&mut self, at: Duration, bytes: u64) {
         let first = *self.first.get_or_insert(at);
-        if at < first + self.warmup {
+        // `at - first`, not `first + warmup`: the warm-up is the caller's
+        // and may be `Duration::MAX` ("never judge"), which overflowed.
+        if at.saturating_sub(first) < self.warmup {
             return;
         }
         let t = at.as_secs_f64();
@@ -159,7 +161,8 @@ impl GrowthDetector {
         };
         GrowthVerdict {
             samples: n,
-            span: Duration::from_secs_f64(span.max(0.0)),
+            // A span near `Duration::MAX` rounds past it as an f64.
+            span: Duration::try_from_secs_f64(span.max(0.0)).unwrap_or(Duration::MAX),
             slope_bytes_per_minute: per_minute,
             slope_percent_per_minute: percent,
             mean_bytes: mean,
@@ -271,6 +274,29 @@ mod tests {
                 .samples,
             0
         );
+    }
+
+    #[test]
+    fn a_warmup_of_duration_max_ignores_everything_without_overflow() {
+        // `first + warmup` overflowed (a panic) for a warm-up of MAX.
+        let mut d = GrowthDetector::new(secs(60), GrowthThreshold::BytesPerMinute(1.0))
+            .with_warmup(Duration::MAX);
+        for s in 1..20 {
+            d.record(secs(s), s << 20);
+        }
+        assert_eq!(d.verdict().samples, 0);
+    }
+
+    #[test]
+    fn a_span_as_long_as_a_duration_holds_saturates() {
+        // The span, 2^64 s once rounded to an f64, passed `Duration::MAX`
+        // and `Duration::from_secs_f64` panicked.
+        let mut d = GrowthDetector::new(Duration::MAX, GrowthThreshold::BytesPerMinute(1.0))
+            .with_min_samples(2);
+        d.record(Duration::ZERO, 1);
+        d.record(Duration::MAX, 2);
+        let v = d.verdict();
+        assert_eq!((v.samples, v.span), (2, Duration::MAX));
     }
 
     #[test]

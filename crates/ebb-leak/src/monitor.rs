@@ -166,14 +166,17 @@ impl LeakMonitor {
         std::thread::Builder::new()
             .name("ebb-leak-monitor".into())
             .spawn(move || {
-                let mut next = Instant::now() + self.config.interval;
+                // `checked_add`: the interval is the caller's, and one past
+                // what an `Instant` holds (`Duration::MAX`) means "never".
+                let mut next = Instant::now().checked_add(self.config.interval);
                 while !token.is_cancelled() {
                     let now = Instant::now();
-                    if now >= next {
+                    if next.is_some_and(|n| now >= n) {
                         self.tick();
-                        next = now + self.config.interval;
+                        next = now.checked_add(self.config.interval);
                     }
-                    std::thread::sleep((next - now).min(Duration::from_millis(50)));
+                    let wait = next.map_or(Duration::MAX, |n| n - now);
+                    std::thread::sleep(wait.min(Duration::from_millis(50)));
                 }
                 self.stats
             })

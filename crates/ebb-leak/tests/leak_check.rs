@@ -227,3 +227,41 @@ fn tracked_arc_cycle_is_named_by_type() {
     }
     check.assert_clean(quick());
 }
+
+#[test]
+fn tolerances_at_their_maximum_mean_ignore_not_overflow() {
+    // `before + tolerance` overflowed (a panic) for a tolerance of MAX.
+    let check = LeakCheck::baseline();
+    let anything = Tolerance {
+        heap_bytes: u64::MAX,
+        threads: usize::MAX,
+        fds: usize::MAX,
+        tracked: i64::MAX,
+        tasks: usize::MAX,
+        ..quick()
+    };
+    let tracker = ResourceTracker::new("leakcheck-max", TrackerConfig::default());
+    let held = tracker.track(ResourceKind::Task, "held");
+    let thread = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(200)));
+    check.assert_clean(anything);
+    drop(held);
+    thread.join().unwrap();
+}
+
+#[test]
+fn a_finding_whose_numbers_fell_still_displays() {
+    // `after - before` in the message overflowed for a hand-made finding.
+    let findings = ebb_leak::LeakFindings {
+        items: vec![Finding::Heap {
+            source: HeapSource::Rss,
+            before: 10,
+            after: 5,
+            percent: -50.0,
+            allowed: 0,
+        }],
+    };
+    assert!(
+        findings.to_string().contains("10 -> 5 bytes: +0"),
+        "{findings}"
+    );
+}

@@ -86,3 +86,23 @@ fn run_stops_at_once_on_cancel() {
     token.cancel();
     assert!(handle.join().unwrap().checks >= 1);
 }
+
+#[test]
+fn a_thread_monitor_with_an_endless_interval_never_ticks_and_stops_on_cancel() {
+    // `Instant::now() + interval` overflowed (a panic on the monitor's
+    // thread) for an interval of Duration::MAX.
+    let tracker = ResourceTracker::new("monitor-endless", TrackerConfig::default());
+    let monitor = LeakMonitor::new(
+        tracker,
+        MonitorConfig {
+            interval: Duration::MAX,
+            ..config()
+        },
+    );
+    let token = CancellationToken::new();
+    let handle = monitor.spawn_thread(token.clone()).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    token.cancel();
+    let stats = handle.join().expect("the monitor thread did not panic");
+    assert_eq!(stats.checks, 0);
+}

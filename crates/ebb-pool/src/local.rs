@@ -54,6 +54,11 @@ const MAGAZINE_MAX_ITEMS: usize = 16;
 /// Process-wide (std's atomic: a static, not loom-modelled state).
 static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(NO_OWNER + 1);
 
+// Every access below is `try_with` with a fallback, never `with`: pool
+// calls may come from another thread-local's destructor, at any point of
+// the thread's teardown. `TOKEN` and `MRU` have no destructor (so in
+// today's std they stay readable to the end), `REGISTRY` has one; a
+// failed access falls back to the shared store and the fallback cache.
 thread_local! {
     /// This thread's token; 0 until first asked. No destructor, so it
     /// stays readable while other thread-locals are torn down.
@@ -66,18 +71,29 @@ thread_local! {
     static REGISTRY: RefCell<Registry> = const { RefCell::new(Registry(Vec::new())) };
 }
 
-/// This thread's token (never 0, never reused).
+/// This thread's token (never 0, never reused), or `None` when the
+/// thread-local is gone: such a thread owns no cache, so every cache treats
+/// it as a remote thread (invariant 1 holds without it).
 #[inline]
-pub(crate) fn thread_token() -> u64 {
-    TOKEN.with(|t| {
-        let v = t.get();
-        if v != NO_OWNER {
-            return v;
-        }
-        let v = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-        t.set(v);
-        v
-    })
+pub(crate) fn thread_token() -> Option<u64> {
+    TOKEN
+        .try_with(|t| {
+            let v = t.get();
+            if v != NO_OWNER {
+                return v;
+            }
+            let v = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+            t.set(v);
+            v
+        })
+        .ok()
+}
+
+/// Sets the most recently used (pool, cache); a no-op once the
+/// thread-local is gone (then nothing reads it either).
+#[inline]
+fn set_mru(value: (*const BufferShared, *const LocalCache)) {
+    let _ = MRU.try_with(|m| m.set(value));
 }
 
 /// Per-tier event counters of one cache, written by its owner only.
@@ -216,7 +232,8 @@ impl LocalCache {
         reason = "an UnsafeCell owned by one thread; the caller upholds uniqueness (# Safety)"
     )]
     unsafe fn owned_here(&self) -> Option<&mut Owned> {
-        if self.owner != thread_token() {
+        // The fallback cache's owner, NO_OWNER, is never a thread's token.
+        if Some(self.owner) != thread_token() {
             return None;
         }
         // SAFETY: this is the owner thread (invariant 1), and by the
@@ -365,7 +382,7 @@ struct Registry(Vec<NonNull<LocalCache>>);
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        MRU.with(|m| m.set((ptr::null(), ptr::null())));
+        set_mru((ptr::null(), ptr::null()));
         for cache in self.0.drain(..) {
             // SAFETY: registered caches are live (the registry holds a
             // reference) and owned by this, the exiting, thread.
@@ -403,7 +420,9 @@ unsafe fn retire(cache: NonNull<LocalCache>, give_back: bool) {
 #[inline]
 pub(crate) fn cache_for(pool: &Arc<BufferShared>) -> Option<NonNull<LocalCache>> {
     let key = Arc::as_ptr(pool);
-    let (k, cache) = MRU.with(Cell::get);
+    let (k, cache) = MRU
+        .try_with(Cell::get)
+        .unwrap_or((ptr::null(), ptr::null()));
     if k == key {
         // SAFETY: MRU points only at a registered cache of this thread
         // (it is cleared before any is freed).
@@ -418,7 +437,8 @@ fn cache_for_slow(pool: &Arc<BufferShared>) -> Option<NonNull<LocalCache>> {
     REGISTRY
         .try_with(|registry| {
             let mut registry = registry.try_borrow_mut().ok()?;
-            MRU.with(|m| m.set((ptr::null(), ptr::null())));
+            let token = thread_token()?;
+            set_mru((ptr::null(), ptr::null()));
             // Caches of pools nobody holds any more give their buffers
             // back now instead of at thread exit.
             registry.0.retain(|&cache| {
@@ -440,7 +460,7 @@ fn cache_for_slow(pool: &Arc<BufferShared>) -> Option<NonNull<LocalCache>> {
                 Some(cache) => cache,
                 None => {
                     let cache = NonNull::from(Box::leak(LocalCache::new(
-                        thread_token(),
+                        token,
                         Arc::clone(pool),
                         BiasedCount::owned(),
                     )));
@@ -449,7 +469,7 @@ fn cache_for_slow(pool: &Arc<BufferShared>) -> Option<NonNull<LocalCache>> {
                     cache
                 }
             };
-            MRU.with(|m| m.set((key, cache.as_ptr())));
+            set_mru((key, cache.as_ptr()));
             Some(cache)
         })
         .ok()

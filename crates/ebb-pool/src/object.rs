@@ -3,6 +3,7 @@
 //! give them back on drop.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -21,6 +22,22 @@ use crate::stats::PoolStats;
 /// in a state a fresh user can take as new: no data of the previous user
 /// visible, no resource of theirs still held. Keeping allocated capacity is
 /// the point (a cleared `Vec` keeps its buffer).
+///
+/// The pool guarantees, whatever an implementation does:
+/// - both methods run on the thread dropping the [`Pooled`], outside every
+///   lock of the pool, so they may call into the pool (even this one);
+/// - [`retained_bytes`](Self::retained_bytes) is asked once, right after
+///   `recycle`, and its answer is recorded with the object: the pool's
+///   byte counts and budget charge go up by exactly that number while it is
+///   retained and down by exactly that number when it is taken again. An
+///   answer that changes later, or is absurd (`usize::MAX`), cannot corrupt
+///   a count; an object too large for the bounds is dropped (discarded);
+/// - if either method panics, the object is dropped as the panic unwinds
+///   and counted as put and discarded; the pool stays usable.
+///
+/// The trait requires `'static`: a pool hands an object retained by one
+/// user to the next, so the object may not borrow anything shorter-lived
+/// (`ObjectPool` and `Pooled` are invariant in `T` besides).
 ///
 /// ```
 /// use ebb_pool::Recycle;
@@ -96,13 +113,26 @@ impl<T: Recycle> Retainable for Obj<T> {
 pub struct ObjectPool<T: Recycle> {
     shared: Arc<ObjectShared<T>>,
     anchors: Arc<[Arc<CachePadded<ObjectAnchor<T>>>]>,
+    _invariant: Invariant<T>,
 }
+
+/// Makes a pool and its guards invariant in `T` by declaration, not only
+/// through their insides (the store's `UnsafeCell`, the factory's
+/// `dyn Fn() -> T`). The pool stores a `T` through `&self` and hands it out
+/// again, so covariance would let a value of a supertype be given back and
+/// then taken out as the subtype. `T: 'static` (from [`Recycle`]) does not
+/// prevent that alone: `for<'a> fn(&'a str) -> &'a str` and
+/// `fn(&'static str) -> &'static str` are both `'static` and one is a
+/// subtype of the other. `fn(T) -> T` keeps `Send` and `Sync` untouched.
+/// `tests/variance.rs` checks that each coercion is refused.
+type Invariant<T> = PhantomData<fn(T) -> T>;
 
 impl<T: Recycle> Clone for ObjectPool<T> {
     fn clone(&self) -> Self {
         ObjectPool {
             shared: Arc::clone(&self.shared),
             anchors: Arc::clone(&self.anchors),
+            _invariant: PhantomData,
         }
     }
 }
@@ -149,7 +179,12 @@ impl<T: Recycle> ObjectPool<T> {
         // and the cap may rise to 16 times where it started.
         let bound = TierBound {
             max_items: usize::MAX,
-            ceiling: config.max_retained.max(config.adaptive.floor) * 16,
+            // Saturating: `max_retained` is the caller's, and may be
+            // `usize::MAX` for "no item bound".
+            ceiling: config
+                .max_retained
+                .max(config.adaptive.floor)
+                .saturating_mul(16),
         };
         let store = RetainStore::new(
             &[bound],
@@ -171,7 +206,11 @@ impl<T: Recycle> ObjectPool<T> {
                 }))
             })
             .collect();
-        Ok(ObjectPool { shared, anchors })
+        Ok(ObjectPool {
+            shared,
+            anchors,
+            _invariant: PhantomData,
+        })
     }
 
     /// A retained object, or a new one from the factory.
@@ -191,6 +230,7 @@ impl<T: Recycle> ObjectPool<T> {
             value: ManuallyDrop::new(value),
             anchor: Arc::clone(&self.anchors[taken.stripe]),
             _tracked: tracked,
+            _invariant: PhantomData,
         }
     }
 
@@ -221,11 +261,14 @@ impl<T: Recycle> ObjectPool<T> {
 }
 
 /// An object out of an [`ObjectPool`]; recycled and given back on drop.
+///
+/// Invariant in `T` like its pool: it writes its value back into the pool.
 pub struct Pooled<T: Recycle> {
     /// Taken exactly once, in `Drop`.
     value: ManuallyDrop<T>,
     anchor: Arc<CachePadded<ObjectAnchor<T>>>,
     _tracked: Tracked,
+    _invariant: Invariant<T>,
 }
 
 impl<T: Recycle> Deref for Pooled<T> {
@@ -252,7 +295,28 @@ impl<T: Recycle> Drop for Pooled<T> {
     fn drop(&mut self) {
         // SAFETY: `value` is taken only here, and drop runs once.
         let mut value = unsafe { ManuallyDrop::take(&mut self.value) };
+        let store = &self.anchor.shared.store;
+        // The user's `recycle` and `retained_bytes` run here, outside every
+        // lock (store invariant 5). If either panics, `value` is dropped by
+        // the unwind and the guard counts it as put and discarded, so the
+        // stats still balance; no lock is held, none is left held.
+        let lost = LostOnUnwind { store };
         value.recycle();
-        self.anchor.shared.store.give(0, Obj(value));
+        let bytes = value.retained_bytes();
+        std::mem::forget(lost);
+        store.give_sized(0, Obj(value), bytes);
+    }
+}
+
+/// Counts a put and a discard if dropped: armed while user code runs in
+/// [`Pooled`]'s drop, forgotten once it returned.
+struct LostOnUnwind<'a, T: Recycle> {
+    store: &'a RetainStore<Obj<T>>,
+}
+
+impl<T: Recycle> Drop for LostOnUnwind<'_, T> {
+    #[cold]
+    fn drop(&mut self) {
+        self.store.count_lost_put(0);
     }
 }

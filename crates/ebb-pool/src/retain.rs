@@ -22,6 +22,13 @@
 //! 4. A thread cache holds items only in places allotted to it: a stripe's
 //!    `items + allotted` stays within its share, and its `retained_bytes`
 //!    covers allotted places, so the bounds hold for thread caches too.
+//! 5. An item's size ([`Retainable::retained_bytes`], user code for an
+//!    object pool) is asked once per give, before any stripe lock is
+//!    taken, and stored with the item ([`Held`]). Every byte count adds
+//!    exactly that number when the item goes in and subtracts exactly the
+//!    stored number when it comes out, so no count can underflow whatever
+//!    the size method returns (a value that changes, a panic, `usize::MAX`),
+//!    and no user code ever runs under a stripe lock.
 
 use crossbeam_utils::CachePadded;
 use ebb_core::budget::Reservation;
@@ -37,8 +44,17 @@ pub(crate) const MAX_CHARGE_GRANULE_BYTES: u64 = 1 << 20;
 
 /// Something a pool can retain.
 pub(crate) trait Retainable: Send {
-    /// Heap bytes this item keeps while retained.
+    /// Heap bytes this item keeps while retained. May be user code: the
+    /// store calls it outside every lock and only once per give
+    /// (invariant 5).
     fn retained_bytes(&self) -> usize;
+}
+
+/// A retained item with the bytes it was charged when it went in
+/// (invariant 5): taking it out subtracts exactly `bytes`.
+pub(crate) struct Held<I> {
+    item: I,
+    bytes: usize,
 }
 
 /// Counters of one tier in one stripe (invariant 3).
@@ -53,7 +69,8 @@ pub(crate) struct TierCounters {
 }
 
 struct TierState<I> {
-    items: Vec<I>,
+    /// Each with the bytes it added to `bytes` (invariant 5).
+    items: Vec<Held<I>>,
     bytes: usize,
     /// Places lent to thread caches (invariant 4): they count against the
     /// tier's share like items, and their bytes are in `retained_bytes`.
@@ -239,18 +256,40 @@ impl<I: Retainable> RetainStore<I> {
     /// dropped and counted as discarded. Returns whether it was retained.
     #[inline]
     pub(crate) fn give(&self, t: usize, item: I) -> bool {
-        self.give_counted(t, item, true)
+        // Invariant 5: measured before any lock is taken.
+        let bytes = item.retained_bytes();
+        self.give_sized(t, item, bytes)
+    }
+
+    /// [`give`](Self::give) of an item the caller has measured: `bytes` is
+    /// what it is charged while retained and what its take subtracts
+    /// (invariant 5), whatever it is.
+    #[inline]
+    pub(crate) fn give_sized(&self, t: usize, item: I, bytes: usize) -> bool {
+        self.give_counted(t, Held { item, bytes }, true)
     }
 
     /// Retains an item whose put was already counted elsewhere (a thread
     /// cache handing back what it held); dropped and counted as discarded
     /// when no bound allows it.
     pub(crate) fn adopt(&self, t: usize, item: I) -> bool {
-        self.give_counted(t, item, false)
+        let bytes = item.retained_bytes();
+        self.give_counted(t, Held { item, bytes }, false)
+    }
+
+    /// Counts a put whose item never reached the store (the user's
+    /// `recycle` or `retained_bytes` panicked and the item was dropped):
+    /// one put and one discard, so `in_use` and `discarded` stay exact.
+    #[cold]
+    pub(crate) fn count_lost_put(&self, t: usize) {
+        let guard = self.stripes.lock_home();
+        let c = &guard.counters()[t];
+        c.puts.add(1);
+        c.discarded.add(1);
     }
 
     #[inline]
-    fn give_counted(&self, t: usize, item: I, count_put: bool) -> bool {
+    fn give_counted(&self, t: usize, item: Held<I>, count_put: bool) -> bool {
         let shared = &self.tiers[t];
         let cap = shared
             .cap
@@ -283,7 +322,13 @@ impl<I: Retainable> RetainStore<I> {
     }
 
     #[cold]
-    fn give_elsewhere(&self, home: usize, t: usize, mut item: I, cap: usize) -> Result<(), I> {
+    fn give_elsewhere(
+        &self,
+        home: usize,
+        t: usize,
+        mut item: Held<I>,
+        cap: usize,
+    ) -> Result<(), Held<I>> {
         for k in 1..self.stripes.len() {
             let index = (home + k) % self.stripes.len();
             if let Some(mut other) = self.stripes.try_lock(index) {
@@ -302,20 +347,26 @@ impl<I: Retainable> RetainStore<I> {
         &self,
         guard: &mut Guard<'_, I>,
         t: usize,
-        item: I,
+        item: Held<I>,
         cap: usize,
     ) -> Result<(), Refused<I>> {
         let parts = self.stripes.len();
         let index = guard.index();
-        let bytes = item.retained_bytes();
+        // Invariant 5: the size was measured before the lock; no user code
+        // runs here.
+        let bytes = item.bytes;
         let (state, counters) = guard.parts();
         let tier = &mut state.tiers[t];
         // Invariant 1: the item bound is checked against this stripe's share.
         if tier.items.len() + tier.allotted >= share(cap, parts, index) {
             return Err(Refused::Full(item));
         }
-        state.largest_item_bytes = state.largest_item_bytes.max(bytes as u64);
-        let needed = (state.retained_bytes + bytes) as u64;
+        // An item whose size passes what a count can hold passes every
+        // bound too: no stripe will take it.
+        let Some(needed) = state.retained_bytes.checked_add(bytes) else {
+            return Err(Refused::Budget(item));
+        };
+        let needed = needed as u64;
         if needed > state.charged_bytes && self.charge(&mut state.charged_bytes, needed).is_err() {
             // Other stripes may sit on slack credit: take it back and try
             // once more, so the bounds are exact whenever they are free.
@@ -327,6 +378,9 @@ impl<I: Retainable> RetainStore<I> {
                 return Err(Refused::Budget(item));
             }
         }
+        // Charged, so `bytes` fits the pool's total: these sums cannot
+        // overflow (invariant 2).
+        state.largest_item_bytes = state.largest_item_bytes.max(bytes as u64);
         tier.items.push(item);
         tier.bytes += bytes;
         state.retained_bytes += bytes;
@@ -341,7 +395,11 @@ impl<I: Retainable> RetainStore<I> {
     /// when the pool's total or the budget refuses.
     fn charge(&self, charged: &mut u64, needed: u64) -> Result<(), ChargeRefused> {
         let least = needed - *charged;
-        let want = least.next_multiple_of(self.granule);
+        // Rounding up must not overflow for an item near `u64::MAX` bytes
+        // (the total then refuses it below).
+        let want = least
+            .checked_next_multiple_of(self.granule)
+            .unwrap_or(least);
         let mut used = self.credit_used.load(Ordering::Relaxed);
         let grant = loop {
             let available = self.total_bytes.saturating_sub(used);
@@ -399,7 +457,7 @@ impl<I: Retainable> RetainStore<I> {
         let (state, _) = guard.parts();
         let retained = state.retained_bytes as u64;
         let slack = self.granule.max(state.largest_item_bytes);
-        if state.charged_bytes > retained + 2 * slack {
+        if state.charged_bytes > retained.saturating_add(slack.saturating_mul(2)) {
             let give_back = state.charged_bytes - (retained + slack);
             self.uncharge(&mut state.charged_bytes, give_back);
         }
@@ -436,8 +494,10 @@ impl<I: Retainable> RetainStore<I> {
             share(new_cap.min(shared.bound.max_items), parts, index).saturating_sub(tier.allotted);
         let c = &counters[t];
         while tier.items.len() > keep {
-            let item = tier.items.pop().expect("len > keep >= 0");
-            let bytes = item.retained_bytes();
+            let Some(Held { item, bytes }) = tier.items.pop() else {
+                break;
+            };
+            // Invariant 5: exactly what this item added.
             tier.bytes -= bytes;
             state.retained_bytes -= bytes;
             c.retained.sub(1);
@@ -636,16 +696,16 @@ enum ChargeRefused {
 
 enum Refused<I> {
     /// A bound of this stripe is reached; another stripe may take it.
-    Full(I),
+    Full(Held<I>),
     /// The total or the budget refused; no stripe will do better.
-    Budget(I),
+    Budget(Held<I>),
 }
 
 #[inline]
 fn pop<I: Retainable>(state: &mut StripeState<I>, c: &TierCounters, t: usize) -> Option<I> {
     let tier = &mut state.tiers[t];
-    let item = tier.items.pop()?;
-    let bytes = item.retained_bytes();
+    let Held { item, bytes } = tier.items.pop()?;
+    // Invariant 5: exactly what this item added when it went in.
     tier.bytes -= bytes;
     state.retained_bytes -= bytes;
     c.retained.sub(1);

@@ -25,21 +25,27 @@ thread_local! {
 /// Process-wide (std's atomic: a static, not loom-modelled state).
 static NEXT_HINT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// This thread's hint. `try_with`, not `with`: a pool call may come from
+/// another thread-local's destructor; without the hint a call takes the
+/// next stripe round-robin (any stripe is correct, the hint only spreads
+/// threads out).
 #[inline]
 fn stripe_hint() -> usize {
-    STRIPE_HINT.with(|h| {
-        let v = h.get();
-        if v != usize::MAX {
-            return v;
-        }
-        let v = NEXT_HINT.fetch_add(1, Ordering::Relaxed);
-        h.set(v);
-        v
-    })
+    STRIPE_HINT
+        .try_with(|h| {
+            let v = h.get();
+            if v != usize::MAX {
+                return v;
+            }
+            let v = NEXT_HINT.fetch_add(1, Ordering::Relaxed);
+            h.set(v);
+            v
+        })
+        .unwrap_or_else(|_| NEXT_HINT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn set_stripe_hint(v: usize) {
-    STRIPE_HINT.with(|h| h.set(v));
+    let _ = STRIPE_HINT.try_with(|h| h.set(v));
 }
 
 /// A counter written only under its stripe's lock (invariant 2), read from

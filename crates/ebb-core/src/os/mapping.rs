@@ -52,10 +52,20 @@ impl Advice {
 ///    page) and `ptr..ptr + len` is mapped read-write for the life of the
 ///    value; `len` is a non-zero multiple of the page size.
 /// 2. The mapping is unmapped exactly once, by `Drop`.
+/// 3. `span_start..span_start + span_len` is every byte `mmap` gave this
+///    value and no trim took back: it contains `ptr..ptr + len`, nothing
+///    else owns it, and `Drop` unmaps exactly it. It equals
+///    `ptr..ptr + len` unless a trim failed.
 #[derive(Debug)]
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Invariant 3.
+    #[cfg(not(miri))]
+    span_start: usize,
+    /// Invariant 3.
+    #[cfg(not(miri))]
+    span_len: usize,
     #[cfg(miri)]
     align: usize,
 }
@@ -78,6 +88,14 @@ impl Mapping {
     /// excess head and tail, so a 2 MiB-aligned 2 MiB mapping can be backed
     /// by one transparent huge page.
     ///
+    /// If unmapping the head or the tail fails (`ENOMEM` when splitting the
+    /// span would pass `vm.max_map_count`), the mapping is still returned:
+    /// it keeps the untrimmed part as its own (invariant 3), never touches
+    /// it, and unmaps it with the rest on drop. The cost is address space
+    /// only (the excess is `NORESERVE` and never faulted in); an error here
+    /// would fail a caller for memory it has, and unmapping the whole span
+    /// to report one can fail the same way and leak it.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] if `len` is zero, `align` is not a power of
@@ -99,7 +117,7 @@ impl Mapping {
             .ok_or_else(|| {
                 Error::InvalidArgument(format!("mapping of {len} bytes is too large"))
             })?;
-        #[cfg(feature = "fault-injection")]
+        #[cfg(any(test, feature = "fault-injection"))]
         if super::fault::map_should_fail() {
             return Err(Error::os(
                 "mmap",
@@ -136,20 +154,35 @@ impl Mapping {
         let aligned = start.next_multiple_of(align);
         let head = aligned - start;
         let tail = span - head - len;
-        if head > 0 {
-            // SAFETY: `start..start + head` is the page-aligned head of the
-            // mapping just made, which nothing else references.
-            unsafe { munmap(raw, head) }.map_err(|e| Error::os("munmap", e))?;
+        let Some(ptr) = NonNull::new(aligned as *mut u8) else {
+            // Unreachable (without MAP_FIXED, mmap never maps page 0), but
+            // the span is given back rather than leaked.
+            // SAFETY: `raw..raw + span` is the mapping just made, which
+            // nothing references.
+            let _ = unsafe { munmap(raw, span) };
+            return Err(Error::InvalidArgument("mmap returned null".into()));
+        };
+        // From here on `span_start..span_start + span_len` is ours and is
+        // in the value returned whatever the trims do (invariant 3): there
+        // is no early return to leak it.
+        let (mut span_start, mut span_len) = (start, span);
+        // SAFETY: `start..start + head` is the page-aligned head of the
+        // mapping just made, which nothing else references.
+        if head > 0 && unsafe { trim(start, head) } {
+            span_start = aligned;
+            span_len -= head;
         }
-        if tail > 0 {
-            // SAFETY: `aligned + len..start + span` is the page-aligned tail
-            // of the mapping just made, which nothing else references.
-            unsafe { munmap((aligned + len) as *mut _, tail) }
-                .map_err(|e| Error::os("munmap", e))?;
+        // SAFETY: `aligned + len..start + span` is the page-aligned tail of
+        // the mapping just made, which nothing else references.
+        if tail > 0 && unsafe { trim(aligned + len, tail) } {
+            span_len -= tail;
         }
-        let ptr = NonNull::new(aligned as *mut u8)
-            .ok_or_else(|| Error::InvalidArgument("mmap returned null".into()))?;
-        Ok(Mapping { ptr, len })
+        Ok(Mapping {
+            ptr,
+            len,
+            span_start,
+            span_len,
+        })
     }
 
     #[cfg(miri)]
@@ -206,7 +239,7 @@ impl Mapping {
         if len == 0 {
             return Ok(());
         }
-        #[cfg(feature = "fault-injection")]
+        #[cfg(any(test, feature = "fault-injection"))]
         if super::fault::advise_should_fail() {
             return Err(Error::os(
                 advice.name(),
@@ -263,11 +296,12 @@ impl Drop for Mapping {
     #[cfg(not(miri))]
     #[expect(clippy::disallowed_methods, reason = "ebb_core::os owns raw OS calls")]
     fn drop(&mut self) {
-        // SAFETY: by invariant 1 `ptr..ptr + len` is this value's own
-        // mapping, and by invariant 2 it is unmapped only here; `&mut self`
-        // proves no borrow of the value (and so of the bytes) is live.
-        if let Err(e) = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) } {
-            tracing::warn!(error = %e, len = self.len, "munmap failed; mapping leaked");
+        // SAFETY: by invariant 3 `span_start..span_start + span_len` is
+        // this value's own mapping (it contains `ptr..ptr + len`), and by
+        // invariant 2 it is unmapped only here; `&mut self` proves no borrow
+        // of the value (and so of the bytes) is live.
+        if let Err(e) = unsafe { rustix::mm::munmap(self.span_start as *mut _, self.span_len) } {
+            tracing::warn!(error = %e, len = self.span_len, "munmap failed; mapping leaked");
         }
     }
 
@@ -281,6 +315,40 @@ impl Drop for Mapping {
                 std::alloc::Layout::from_size_align_unchecked(self.len, self.align),
             )
         };
+    }
+}
+
+/// Unmaps `addr..addr + len`, the excess head or tail of a span being
+/// aligned; true when it is gone, false when the kernel refused (the caller
+/// then keeps it, `Mapping` invariant 3).
+///
+/// # Safety
+///
+/// `addr..addr + len` is page-aligned, part of a mapping the caller just
+/// made, and referenced by nothing.
+#[cfg(not(miri))]
+#[expect(clippy::disallowed_methods, reason = "ebb_core::os owns raw OS calls")]
+unsafe fn trim(addr: usize, len: usize) -> bool {
+    #[cfg(any(test, feature = "fault-injection"))]
+    if super::fault::trim_should_fail() {
+        tracing::debug!(
+            len,
+            "munmap of an alignment trim failed (injected); the mapping keeps it"
+        );
+        return false;
+    }
+    // SAFETY: the caller's guarantee: the range is unreferenced, page-aligned
+    // and ours, so unmapping it affects no one else.
+    match unsafe { rustix::mm::munmap(addr as *mut _, len) } {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                len,
+                "munmap of an alignment trim failed (vm.max_map_count?); the mapping keeps it"
+            );
+            false
+        }
     }
 }
 
@@ -397,6 +465,58 @@ mod tests {
         // SAFETY: as above.
         let r = unsafe { m.advise(1, 4095, Advice::DontNeed) };
         assert!(matches!(r, Err(Error::InvalidArgument(_))));
+    }
+
+    /// Both alignment trims fail (as at `vm.max_map_count`): the mapping is
+    /// still aligned and usable, owns the whole over-mapped span, and its
+    /// drop unmaps all of it. Before the fix `new` returned an error and
+    /// the span stayed mapped with no owner.
+    #[test]
+    #[cfg(not(miri))]
+    fn failed_trims_keep_the_span_owned_and_drop_unmaps_it() {
+        let page = page_size();
+        let align = 2 << 20;
+        crate::os::fault::fail_trims(0, 2);
+        let m = Mapping::new(page, align);
+        crate::os::fault::reset();
+        let m = m.expect("a failed trim still yields a correct mapping");
+        let ptr = m.as_ptr() as usize;
+        assert_eq!(ptr % align, 0);
+        assert_eq!(m.len(), page);
+        assert_eq!(m.span_len, page + align - page, "nothing was trimmed");
+        assert!(m.span_start <= ptr && ptr + page <= m.span_start + m.span_len);
+        // mincore fails with ENOMEM on any unmapped page: all of it is mapped.
+        resident_bytes(m.span_start as *const u8, m.span_len).expect("the span is mapped");
+        // SAFETY: inside the mapping, unaliased.
+        unsafe { m.as_ptr().write_bytes(7, page) };
+        let (start, len) = (m.span_start, m.span_len);
+        drop(m);
+        assert!(
+            resident_bytes(start as *const u8, len).is_err(),
+            "drop unmapped the whole span"
+        );
+    }
+
+    /// Only the first trim fails: the mapping keeps that part and gives
+    /// back the other; what it keeps is contiguous and holds its bytes.
+    #[test]
+    #[cfg(not(miri))]
+    fn one_failed_trim_keeps_only_that_part() {
+        let page = page_size();
+        let align = 2 << 20;
+        crate::os::fault::fail_trims(0, 1);
+        let m = Mapping::new(4 * page, align);
+        crate::os::fault::reset();
+        let m = m.expect("a failed trim still yields a correct mapping");
+        let ptr = m.as_ptr() as usize;
+        assert_eq!(ptr % align, 0);
+        assert!(m.span_start <= ptr && ptr + m.len() <= m.span_start + m.span_len);
+        assert!(m.span_len > m.len(), "the failed part is kept");
+        assert!(
+            m.span_len < 4 * page + align - page,
+            "the other part is trimmed"
+        );
+        resident_bytes(m.span_start as *const u8, m.span_len).expect("the span is mapped");
     }
 
     #[test]

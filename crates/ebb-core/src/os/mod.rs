@@ -5,7 +5,8 @@
 //! and the cheap and exact views of the process's memory, threads, file
 //! descriptors, cgroup and pressure stall information ([`rss_bytes`],
 //! [`memory_breakdown`], [`thread_count`], [`open_fd_count`],
-//! [`cgroup_memory`], [`memory_pressure`]).
+//! [`cgroup_memory`], [`memory_pressure`]), and the process-wide memory
+//! barrier of asymmetric synchronization ([`process_barrier`]).
 //!
 //! Invariants:
 //!
@@ -19,11 +20,13 @@
 //! 3. Under `cfg(miri)` a [`Mapping`] is heap memory, so Miri can check the
 //!    logic above it; `DontNeed` then zeroes the range, as the kernel would.
 
-#[cfg(feature = "fault-injection")]
+mod barrier;
+#[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
 mod mapping;
 mod proc;
 
+pub use barrier::{process_barrier, process_barrier_available};
 pub use mapping::{Advice, Mapping, page_size, resident_bytes};
 pub use proc::{
     CgroupMemory, MemoryBreakdown, MemoryEvents, MemoryPressure, PressureAverages, cgroup_memory,
