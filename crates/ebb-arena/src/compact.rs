@@ -115,13 +115,15 @@ impl RawArena {
     ) -> Result<CompactionReport, CompactionError> {
         let _one = self.compacting.lock();
         let started = Instant::now();
-        // The caller's own slabs and those departed threads left become
-        // candidates like any other (a live thread's stay with it until it
-        // fills them or leaves).
+        let resident_before = self.slab().stats().resident_bytes;
+        // The caller's own slabs, those departed threads left, and those of
+        // threads idle since the last pass become candidates like any other
+        // (a busy thread's stay with it until it fills them, leaves, or
+        // idles through a pass).
         self.reclaim
             .with_local(|local| self.shared.slab.seal_owned(&mut local.owned));
         self.shared.seal_orphans();
-        let resident_before = self.slab().stats().resident_bytes;
+        self.reclaim_threads(false);
         let mut report = CompactionReport::default();
         let (slabs, reclaim) = self.candidates(policy);
         if slabs.is_empty() || reclaim < policy.min_reclaim_bytes {

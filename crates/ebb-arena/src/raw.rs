@@ -46,7 +46,8 @@ use ebb_slab::{SlabAddr, SlabAlloc, SlabArena, SlabConfig, SlabId, SlabStats};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::reclaim::{Local, Reclaimer, Retired, SLOT_STASH, Shared};
+use crate::local::{Local, Shared, ThreadsReclaimed};
+use crate::reclaim::{Reclaimer, Retired, SLOT_STASH};
 use crate::slots::{SlotTable, StashedSlot, pack, unpack};
 
 /// The maintenance methods shared by [`TypedArena`](crate::TypedArena) and
@@ -109,6 +110,21 @@ macro_rules! arena_maintenance {
         /// writers and compaction as they go).
         pub fn reclaim(&self) {
             self.raw.reclaim_now();
+        }
+
+        /// Reaches the arena state of other threads: every thread that is
+        /// not inside an arena call right now (`all`), or only those that
+        /// made none since the previous pass, has its slabs sealed (released
+        /// at once if empty, compactable otherwise), its stashed slots
+        /// returned and its retired records handed to the collector, so an
+        /// idle thread pins no memory. Each compaction does this for idle
+        /// threads. The threads notice nothing but a fresh slab at their
+        /// next insert; a thread coming back meanwhile waits a few
+        /// microseconds. Costs one `membarrier(2)` per call that finds a
+        /// thread to take over; where the kernel has none, nothing is taken
+        /// (`available` is false).
+        pub fn reclaim_threads(&self, all: bool) -> $crate::ThreadsReclaimed {
+            self.raw.reclaim_threads(all)
         }
     };
 }
@@ -600,6 +616,43 @@ impl RawArena {
 
     pub fn kernel_resident_bytes(&self) -> Result<u64> {
         Ok(self.slab().kernel_resident_bytes()?)
+    }
+
+    /// Takes over the state of threads outside the arena (see
+    /// `local`): their slabs are sealed (released at once if empty,
+    /// compactable otherwise), their stashed slots go back to the free
+    /// lists and their retired batches to the collector. `all`: every such
+    /// thread; otherwise only those idle since the previous pass.
+    pub fn reclaim_threads(&self, all: bool) -> ThreadsReclaimed {
+        let shared = &*self.shared;
+        let mut batches = Vec::new();
+        let report = self.reclaim.take_over_threads(all, |state| {
+            shared.slab.seal_owned(state.owned);
+            for entry in state.free_slots.drain(..) {
+                shared.slots.release(entry.index());
+            }
+            let retired = state.take_retired();
+            if !retired.is_empty() {
+                batches.push(retired);
+            }
+        });
+        if !batches.is_empty() {
+            // Outside the registry lock: pinning may register this thread.
+            let guard = self.reclaim.pin();
+            for batch in batches {
+                self.reclaim.retire_batch(&guard, batch);
+            }
+            drop(guard);
+            self.reclaim_now();
+        }
+        if report.taken > 0 {
+            tracing::debug!(
+                threads = report.threads,
+                taken = report.taken,
+                "idle threads' arena state taken over"
+            );
+        }
+        report
     }
 
     /// Flushes deferred frees and frees what became ready.

@@ -3,6 +3,7 @@
 pub mod budget;
 mod error;
 pub mod os;
+pub mod presence;
 pub mod sync;
 
 pub use budget::{BudgetExceeded, BudgetStats, ConsumerStats, MemoryBudget, Reservation};

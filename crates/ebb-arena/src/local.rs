@@ -1,0 +1,590 @@
+//! Each thread's private state in each arena ([`Local`]), how a thread
+//! reaches it (`with_local`, one thread-local compare on the fast path),
+//! and how a reclaimer takes over the state of a thread that is not using
+//! it (idle threads' slabs, stash and retired batch).
+//!
+//! The insert and remove paths touch only the calling thread's `Local`
+//! for this arena, plus the one CAS of the slot protocol: its
+//! [`OwnedSlab`] (bump allocation with no lock), its stash of vacant slot
+//! indices, its count of records, and its batch of retired places. Nothing
+//! there is shared with another writer, so two threads never write the same
+//! cache line on those paths. A thread leaving leaves its slabs to the next
+//! thread to arrive (up to two threads' worth wait), so a pool of
+//! short-lived threads keeps reusing resident slabs.
+//!
+//! A thread that stops calling keeps its slabs active (not compactable,
+//! not released), its stash and its retired batch (holding frees back). So
+//! every entry is registered with its arena, and a reclaimer (compaction,
+//! or an explicit [`reclaim_threads`](crate::BlobArena::reclaim_threads))
+//! takes over the *takeable* part of an entry whose thread is outside the
+//! arena, through the handshake of `ebb_core::presence`: the owner pays two
+//! plain stores and a load per operation, the reclaimer one `membarrier`
+//! per pass.
+//!
+//! ```text
+//!   thread-local LOCALS ──► [*mut Local, ...] ◄── LAST (uid, *mut Local)
+//!                                   │
+//!   Shared.threads (registry) ──────┘  ThreadEntry { thread, local, last_seen }
+//!                                          │
+//!                                          └─► ThreadShared { count, presence }
+//! ```
+//!
+//! Invariants:
+//!
+//! 1. A `Local` is reached by its own thread through `with_local`, only
+//!    once at a time: while `f` runs, `LAST` reads `(0, ptr)` (reset on
+//!    return and on unwind alike); a re-entrant call for the same arena
+//!    finds it so and runs on a temporary `Local` rather than alias it, as
+//!    does a call from a thread-local destructor once `LOCALS` is gone.
+//!    `pin` reads only the entry's `handle` field, which nothing else
+//!    writes.
+//! 2. (See `reclaim`.) A place in a retired batch left its slot and
+//!    belongs to no one else.
+//! 3. A thread's record count is written by that thread only (a load and a
+//!    store, no read-modify-write); the arena's `len` is the sum over the
+//!    registered counts plus what departed threads left, and an entry's
+//!    count moves to `departed` in the same critical section that removes
+//!    it from the registry.
+//! 4. The owner touches its entry (through `&mut Local`) only between
+//!    `presence.enter` and `presence.exit`; a reclaimer touches only the
+//!    takeable fields (`owned`, `free_slots`, `retired*`), through raw field
+//!    pointers, only while it holds a `Takeover` and the registry lock.
+//! 5. Every `Local` is a `Box::into_raw` allocation, freed only after it
+//!    left the registry (`detach`, under the registry lock), so a
+//!    reclaimer that found it under that lock never sees it freed.
+
+use std::cell::{Cell, RefCell};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Weak};
+
+use crossbeam_epoch::{Collector, Guard, LocalHandle};
+use crossbeam_utils::CachePadded;
+use ebb_core::presence::{Presence, heavy_fence};
+use ebb_slab::{OwnedSlab, SlabArena};
+use parking_lot::Mutex;
+
+use crate::reclaim::{RETIRE_BATCH, RETIRE_BYTES, ReadyQueue, Reclaimer, Retired, push_retired};
+use crate::slots::{SlotTable, StashedSlot};
+
+/// Owned slabs of threads that left, kept for threads that arrive.
+const ORPHANS: usize = 2;
+
+/// What a thread's entry shares with reclaimers: its record count and its
+/// presence (one cache line, written by the owner only).
+#[derive(Default)]
+pub(crate) struct ThreadShared {
+    count: AtomicI64,
+    presence: Presence,
+}
+
+/// A registered thread entry (invariant 5).
+struct ThreadEntry {
+    thread: Arc<CachePadded<ThreadShared>>,
+    local: NonNull<Local>,
+    /// The entry's operation count at the last reclaim pass.
+    last_seen: u64,
+}
+
+// SAFETY: `local` is dereferenced only by a reclaimer under the registry
+// lock while it holds the entry's takeover (invariants 4 and 5), and only
+// for the takeable fields, which are plain data (`OwnedSlab` is `Send`, the
+// rest are vectors and counts).
+unsafe impl Send for ThreadEntry {}
+
+/// What an arena shares with the thread-local entries of the threads that
+/// use it (they hold it weakly, to give their state back when they exit).
+pub(crate) struct Shared {
+    pub slab: SlabArena,
+    pub slots: SlotTable,
+    /// Every live entry (invariant 5).
+    threads: Mutex<Vec<ThreadEntry>>,
+    /// The counts of threads that left.
+    departed: AtomicI64,
+    /// The slabs of threads that left (at most `ORPHANS`), adopted by the
+    /// next threads to arrive: a pool of short-lived threads then reuses
+    /// resident slabs instead of faulting in fresh ones. Sealed by
+    /// compaction, and when there is no room for them.
+    orphans: Mutex<Vec<OwnedSlab>>,
+}
+
+impl Shared {
+    pub fn new(slab: SlabArena, slots: SlotTable) -> Shared {
+        Shared {
+            slab,
+            slots,
+            threads: Mutex::new(Vec::new()),
+            departed: AtomicI64::new(0),
+            orphans: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Slabs for a thread arriving: a departed thread's, or none yet.
+    fn adopt(&self) -> OwnedSlab {
+        self.orphans
+            .lock()
+            .pop()
+            .unwrap_or_else(|| self.slab.owned_slab())
+    }
+
+    /// Keeps a departing thread's slabs for the next arrival, or seals them
+    /// if `ORPHANS` are already waiting.
+    fn orphan(&self, mut owned: OwnedSlab) {
+        let mut orphans = self.orphans.lock();
+        if orphans.len() < ORPHANS {
+            orphans.push(owned);
+        } else {
+            drop(orphans);
+            self.slab.seal_owned(&mut owned);
+        }
+    }
+
+    /// Seals the slabs of departed threads (so compaction can empty them).
+    pub fn seal_orphans(&self) {
+        let orphans = std::mem::take(&mut *self.orphans.lock());
+        for mut owned in orphans {
+            self.slab.seal_owned(&mut owned);
+        }
+    }
+
+    /// Live records: every thread's count summed (invariant 3). Exact when
+    /// no insert or remove is in flight.
+    pub fn len(&self) -> usize {
+        let threads = self.threads.lock();
+        let sum = self.departed.load(Ordering::Relaxed)
+            + threads
+                .iter()
+                .map(|t| t.thread.count.load(Ordering::Relaxed))
+                .sum::<i64>();
+        sum.max(0) as usize
+    }
+}
+
+/// One thread's state in one arena. Field order is drop order: the epoch
+/// handle goes before `_collector`, which keeps the collector's global
+/// state alive; otherwise, when the arena has dropped first, the handle's
+/// drop would free that state from inside one of its own `&self` methods
+/// (Miri's Tree Borrows flags exactly that).
+pub(crate) struct Local {
+    uid: u64,
+    shared: Weak<Shared>,
+    thread: Arc<CachePadded<ThreadShared>>,
+    /// This thread's operations on the entry (published by `presence`).
+    seq: u64,
+    // ---- takeable (invariant 4) ----
+    /// The slabs this thread bump-allocates in.
+    pub owned: OwnedSlab,
+    /// Vacant slots for this thread's next inserts (at most `SLOT_STASH`),
+    /// with their generations and addresses.
+    pub free_slots: Vec<StashedSlot>,
+    /// Retired records not yet deferred, as runs per slab (invariant 2).
+    retired: Vec<Retired>,
+    /// Records and bytes in `retired`.
+    retired_records: usize,
+    retired_bytes: u64,
+    // ---- end of takeable ----
+    ready: Arc<ReadyQueue>,
+    handle: LocalHandle,
+    _collector: Collector,
+}
+
+impl Local {
+    /// Adds `delta` to this thread's record count (invariant 3).
+    #[inline]
+    pub fn add_records(&self, delta: i64) {
+        let c = &self.thread.count;
+        c.store(c.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
+    }
+
+    /// Keeps a place that left its slot for freeing once its readers are
+    /// gone (invariant 2).
+    /// Returns true if that completed a batch, which was deferred: the
+    /// caller then frees what became ready (`RawArena::drain_ready`), so
+    /// the other operations never look at the ready queue.
+    #[inline]
+    #[must_use]
+    pub fn retire(&mut self, slab: u32, bytes: usize) -> bool {
+        push_retired(&mut self.retired, slab, bytes as u64);
+        self.retired_records += 1;
+        self.retired_bytes += bytes as u64;
+        if self.retired_records >= RETIRE_BATCH || self.retired_bytes >= RETIRE_BYTES {
+            self.defer_retired();
+            return true;
+        }
+        false
+    }
+
+    /// Pins this arena's epoch.
+    #[inline]
+    pub fn pin(&self) -> Guard {
+        self.handle.pin()
+    }
+
+    /// Defers this thread's retired batch and lets the collector run what
+    /// has expired (pushing earlier batches to the ready queue).
+    #[cold]
+    pub fn defer_retired(&mut self) {
+        let guard = self.handle.pin();
+        if !self.retired.is_empty() {
+            let batch = std::mem::take(&mut self.retired);
+            self.retired_records = 0;
+            self.retired_bytes = 0;
+            let ready = Arc::clone(&self.ready);
+            guard.defer(move || ready.push_all(batch));
+        }
+        guard.flush();
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // Detached already (invariant 5): nothing but this thread sees it.
+        // Its pending retirements go to the collector like any batch.
+        if !self.retired.is_empty() {
+            self.defer_retired();
+        }
+        let Some(shared) = self.shared.upgrade() else {
+            return; // the arena is gone, and its memory with it
+        };
+        for entry in self.free_slots.drain(..) {
+            shared.slots.release(entry.index());
+        }
+        shared.orphan(std::mem::take(&mut self.owned));
+    }
+}
+
+/// Removes an entry from its arena's registry, moving its count to
+/// `departed` in the same critical section (invariant 3), then frees it.
+///
+/// # Safety
+///
+/// `local` came from `Box::into_raw` in `new_local`, is freed once, and no
+/// reference to it is live (its thread is not inside `with_local` for it).
+unsafe fn detach_and_free(local: NonNull<Local>) {
+    // SAFETY: the caller's contract; `shared` and `thread` are never
+    // written after construction, and a reclaimer touches only the
+    // takeable fields (invariant 4), so these shared reads race with
+    // nothing.
+    let (shared, thread) = unsafe {
+        let p = local.as_ptr();
+        (&(*p).shared, &(*p).thread)
+    };
+    if let Some(shared) = shared.upgrade() {
+        let mut threads = shared.threads.lock();
+        threads.retain(|t| !Arc::ptr_eq(&t.thread, thread));
+        shared
+            .departed
+            .fetch_add(thread.count.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+    // SAFETY: out of the registry now, so no reclaimer can reach it
+    // (invariant 5); the caller's contract makes this the only owner.
+    drop(unsafe { Box::from_raw(local.as_ptr()) });
+}
+
+/// This thread's entries, as raw `Box` allocations so their addresses stay
+/// put while the list grows (`LAST` points at one) and so every access
+/// shares one provenance (invariant 5).
+struct LocalList(Vec<NonNull<Local>>);
+
+impl Drop for LocalList {
+    fn drop(&mut self) {
+        // The entries are about to go: nothing may reach them through LAST.
+        LAST.set((0, std::ptr::null_mut()));
+        for local in self.0.drain(..) {
+            // SAFETY: each entry came from `new_local` and is in this list
+            // once; the thread is exiting, so it is inside no `with_local`.
+            unsafe { detach_and_free(local) };
+        }
+    }
+}
+
+thread_local! {
+    static LOCALS: RefCell<LocalList> = const { RefCell::new(LocalList(Vec::new())) };
+    /// The entry this thread used last, `(arena uid, entry)`: the fast path
+    /// of `with_local` is two thread-local loads and a compare. `(0, ptr)`
+    /// while `ptr`'s entry is in use (uids start at 1). No destructor, so it
+    /// stays readable while `LOCALS` is being torn down.
+    static LAST: Cell<(u64, *mut Local)> = const { Cell::new((0, std::ptr::null_mut())) };
+}
+
+/// The takeable part of an idle thread's entry, lent to a reclaimer.
+pub(crate) struct TakenState<'a> {
+    pub owned: &'a mut OwnedSlab,
+    pub free_slots: &'a mut Vec<StashedSlot>,
+    retired: &'a mut Vec<Retired>,
+    retired_records: &'a mut usize,
+    retired_bytes: &'a mut u64,
+}
+
+impl TakenState<'_> {
+    /// Takes the retired batch (to defer it from the reclaimer's thread).
+    pub fn take_retired(&mut self) -> Vec<Retired> {
+        *self.retired_records = 0;
+        *self.retired_bytes = 0;
+        std::mem::take(self.retired)
+    }
+}
+
+/// What [`Reclaimer::take_over_threads`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadsReclaimed {
+    /// Entries looked at (threads registered with the arena).
+    pub threads: u64,
+    /// Entries taken over (their thread was outside the arena and, unless
+    /// every thread was asked for, idle since the last pass).
+    pub taken: u64,
+    /// False where the kernel offers no process-wide barrier
+    /// (`membarrier`): then nothing is taken over.
+    pub available: bool,
+}
+
+impl Reclaimer {
+    /// Runs `f` on this thread's entry for this arena, registering it on
+    /// first use. Never panics of its own: where the thread's entry cannot
+    /// be had (the thread-locals are being torn down, so this is a call
+    /// from a thread-local destructor; or the entry is in use by an outer
+    /// call on this thread), `f` runs on a temporary entry that hands
+    /// everything back as it drops (invariant 1). If `f` panics, the entry
+    /// is released all the same.
+    #[inline(always)]
+    pub fn with_local<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
+        let (uid, entry) = LAST.get();
+        if uid == self.uid {
+            return self.run_on(entry, f);
+        }
+        match self.find_local() {
+            Some(entry) => self.run_on(entry, f),
+            None => self.run_on_temporary(f),
+        }
+    }
+
+    /// Runs `f` on `entry`, marked in use in `LAST` and present to
+    /// reclaimers until `f` returns or unwinds (invariants 1 and 4).
+    #[inline(always)]
+    fn run_on<R>(&self, entry: *mut Local, f: impl FnOnce(&mut Local) -> R) -> R {
+        /// Marks the entry free again, on return and on unwind alike.
+        struct Release<'a> {
+            uid: u64,
+            entry: *mut Local,
+            presence: &'a Presence,
+        }
+        impl Drop for Release<'_> {
+            #[inline(always)]
+            fn drop(&mut self) {
+                // SAFETY: `seq` is the owner's own field, read by no one
+                // else; the entry is alive (as in `run_on`).
+                let seq = unsafe { (*self.entry).seq };
+                self.presence.exit(seq);
+                LAST.set((self.uid, self.entry));
+            }
+        }
+        LAST.set((0, entry));
+        // SAFETY: `entry` points at a live `Local` of this thread's list (it
+        // stays there while this arena lives, and this arena is alive: we
+        // are in one of its methods). `thread` is never written after
+        // construction and `seq` only by this thread, and a reclaimer
+        // touches neither (invariant 4).
+        let thread: &Arc<CachePadded<ThreadShared>> = unsafe { &(*entry).thread };
+        let presence: &Presence = &thread.presence;
+        // SAFETY: as above.
+        unsafe { presence.enter(&mut (*entry).seq) };
+        let _release = Release {
+            uid: self.uid,
+            entry,
+            presence,
+        };
+        // SAFETY: no other reference to the entry exists while `f` runs:
+        // `LAST` reads `(0, entry)`, which both paths of `with_local` refuse
+        // to hand out again (invariant 1), and the presence keeps
+        // reclaimers out (invariant 4).
+        f(unsafe { &mut *entry })
+    }
+
+    /// Runs `f` on an entry made for this call alone (see `with_local`).
+    /// Slow (a registration with the collector), and only for calls from
+    /// thread-local destructors and re-entrant calls.
+    #[cold]
+    #[inline(never)]
+    fn run_on_temporary<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
+        /// Frees the temporary entry and puts back what `LAST` read before
+        /// (`run_on` leaves it pointing at the entry it ran on), on return
+        /// and on unwind alike.
+        struct Free(NonNull<Local>, (u64, *mut Local));
+        impl Drop for Free {
+            fn drop(&mut self) {
+                LAST.set(self.1);
+                // SAFETY: made by `new_local` for this call alone; `f` has
+                // returned, so no reference to it is live, and `LAST` no
+                // longer points at it.
+                unsafe { detach_and_free(self.0) };
+            }
+        }
+        let entry = Free(self.new_local(), LAST.get());
+        self.run_on(entry.0.as_ptr(), f)
+    }
+
+    /// This thread's entry for this arena, registered on first use; `None`
+    /// if the thread-locals are gone (a call from a thread-local
+    /// destructor) or the entry is in use by an outer call.
+    #[cold]
+    #[inline(never)]
+    fn find_local(&self) -> Option<*mut Local> {
+        let busy = LAST.get();
+        LOCALS
+            .try_with(|locals| {
+                let mut locals = locals.try_borrow_mut().ok()?;
+                // SAFETY: every entry of the list is live (invariant 5);
+                // `uid` is never written after construction.
+                let found = locals
+                    .0
+                    .iter()
+                    .find(|e| unsafe { (*e.as_ptr()).uid } == self.uid);
+                let entry = match found {
+                    Some(e) => e.as_ptr(),
+                    None => {
+                        self.prune(&mut locals.0);
+                        let e = self.new_local();
+                        locals.0.push(e);
+                        e.as_ptr()
+                    }
+                };
+                (busy != (0, entry)).then_some(entry)
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Frees this thread's entries of arenas that are gone.
+    fn prune(&self, locals: &mut Vec<NonNull<Local>>) {
+        locals.retain(|e| {
+            // SAFETY: as in `find_local`; `shared` is never written after
+            // construction.
+            let alive = unsafe { (*e.as_ptr()).shared.strong_count() } > 0;
+            if !alive {
+                // SAFETY: an entry of a dropped arena: no `with_local` of
+                // that arena can be running, and it leaves the list here.
+                unsafe { detach_and_free(*e) };
+            }
+            alive
+        });
+    }
+
+    /// A new entry for the calling thread, registered with the collector
+    /// and with the arena (invariant 5).
+    #[cold]
+    fn new_local(&self) -> NonNull<Local> {
+        let shared = self
+            .shared
+            .upgrade()
+            .expect("the arena calling in keeps its shared state alive");
+        let thread = Arc::new(CachePadded::new(ThreadShared::default()));
+        let local = Box::new(Local {
+            uid: self.uid,
+            shared: Arc::downgrade(&shared),
+            thread: Arc::clone(&thread),
+            seq: 0,
+            owned: shared.adopt(),
+            free_slots: Vec::new(),
+            retired: Vec::new(),
+            retired_records: 0,
+            retired_bytes: 0,
+            ready: Arc::clone(&self.ready),
+            handle: self.collector.register(),
+            _collector: self.collector.clone(),
+        });
+        let local = NonNull::from(Box::leak(local));
+        shared.threads.lock().push(ThreadEntry {
+            thread,
+            local,
+            last_seen: 0,
+        });
+        local
+    }
+
+    /// Pins this arena's epoch on the calling thread. Reads only the
+    /// entry's epoch handle, so it does not mark the entry in use: readers
+    /// never wait for a takeover (invariant 1).
+    #[inline]
+    pub fn pin(&self) -> Guard {
+        let (uid, entry) = LAST.get();
+        let entry = if uid == self.uid {
+            Some(entry)
+        } else {
+            self.find_local()
+        };
+        match entry {
+            // SAFETY: a live entry of this thread (as in `run_on`) that no
+            // `&mut` covers now (`LAST` did not read it busy); `handle` is
+            // written by no one, and a reclaimer touches only the takeable
+            // fields (invariant 4).
+            Some(entry) => unsafe { (*entry).handle.pin() },
+            // A guard outlives its handle (crossbeam keeps the participant
+            // until both are gone).
+            None => self.collector.register().pin(),
+        }
+    }
+
+    /// Takes over the takeable state of every registered thread that is
+    /// outside the arena now and (unless `all`) did nothing in it since the
+    /// previous pass, and runs `take` on each; returns what it did. `take`
+    /// runs under the registry lock: it must not register a new entry (no
+    /// `with_local` or `pin` of this arena from a thread that has none).
+    pub fn take_over_threads(
+        &self,
+        all: bool,
+        mut take: impl FnMut(&mut TakenState<'_>),
+    ) -> ThreadsReclaimed {
+        let Some(shared) = self.shared.upgrade() else {
+            return ThreadsReclaimed::default();
+        };
+        let mut threads = shared.threads.lock();
+        let mut report = ThreadsReclaimed {
+            threads: threads.len() as u64,
+            taken: 0,
+            available: true,
+        };
+        let mut requested = Vec::new();
+        for (k, t) in threads.iter_mut().enumerate() {
+            let (seq, busy) = t.thread.presence.observe();
+            let idle = seq == t.last_seen;
+            t.last_seen = seq;
+            if !busy && (all || idle) && t.thread.presence.request() {
+                requested.push(k);
+            }
+        }
+        if requested.is_empty() {
+            return report;
+        }
+        if !heavy_fence() {
+            for k in requested {
+                threads[k].thread.presence.withdraw();
+            }
+            report.available = false;
+            return report;
+        }
+        for k in requested {
+            let t = &threads[k];
+            let Some(_takeover) = t.thread.presence.confirm() else {
+                continue;
+            };
+            let p = t.local.as_ptr();
+            // SAFETY: the entry is registered, so alive (invariant 5, and we
+            // hold the registry lock); we hold its takeover, so its owner is
+            // outside and waits (invariant 4); these are the takeable fields
+            // only, disjoint from what the owner's thread may still read
+            // (`handle`, `uid`, `shared`, `thread`).
+            let mut state = unsafe {
+                TakenState {
+                    owned: &mut *std::ptr::addr_of_mut!((*p).owned),
+                    free_slots: &mut *std::ptr::addr_of_mut!((*p).free_slots),
+                    retired: &mut *std::ptr::addr_of_mut!((*p).retired),
+                    retired_records: &mut *std::ptr::addr_of_mut!((*p).retired_records),
+                    retired_bytes: &mut *std::ptr::addr_of_mut!((*p).retired_bytes),
+                }
+            };
+            take(&mut state);
+            report.taken += 1;
+        }
+        report
+    }
+}

@@ -1,0 +1,191 @@
+//! [`Presence`]: lets a reclaimer take over state that one owner thread
+//! uses without locks, while that owner is away, at the cost of two plain
+//! stores and a load per owner operation.
+//!
+//! The owner marks itself inside before each operation on its state and
+//! outside after it. A reclaimer (a compaction, a trim) that finds it
+//! outside asks for a takeover, runs one process-wide memory barrier
+//! ([`heavy_fence`]: `membarrier(2)`), and checks again: if the owner is
+//! still outside, the state is the reclaimer's until its [`Takeover`]
+//! drops, and an owner that comes back meanwhile waits for it.
+//!
+//! ```text
+//!   owner                                 reclaimer
+//!   state = seq|BUSY  (store)             takeover = REQUESTED  (CAS)
+//!   light_fence()     (compiler only)     heavy_fence()         (membarrier)
+//!   takeover != NONE? (load) ─► wait      state & BUSY?         (load) ─► withdraw
+//!   ... works on its state ...            ... works on the owner's state ...
+//!   state = seq       (store, Release)    takeover = TAKEN      (store, Release)
+//! ```
+//!
+//! Why it is sound (asymmetric Dekker): the barrier runs a full fence on
+//! every thread of the process, so for the owner's store of `BUSY` either
+//! it came before that fence, and the reclaimer's load after the barrier
+//! sees it (it withdraws), or it came after, and so did the owner's load of
+//! `takeover`, which then sees `REQUESTED` (it waits). Either way the two
+//! never work on the state at once.
+//!
+//! Invariants:
+//!
+//! 1. The owner touches its state only between [`enter`](Presence::enter)
+//!    and [`exit`](Presence::exit), and never while `takeover` reads
+//!    `REQUESTED` with a reclaimer's confirmation pending or held.
+//! 2. A reclaimer touches the state only while it holds a [`Takeover`],
+//!    which [`confirm`](Presence::confirm) gives only after a successful
+//!    [`heavy_fence`] that followed its [`request`](Presence::request).
+//! 3. Only reclaimers move `takeover` out of `NONE` and `REQUESTED`; only
+//!    the owner moves it out of `TAKEN`.
+//!
+//! Where the kernel has no private expedited membarrier, `heavy_fence`
+//! returns false and reclaimers withdraw: nothing is taken over (the owner
+//! side never pays for a real fence). Under loom and Miri both sides use a
+//! `SeqCst` fence instead, which is the textbook Dekker, so the protocol
+//! itself is modelled and checked there.
+
+use crate::sync::{AtomicU8, AtomicU64, Ordering, spin_wait};
+
+const BUSY: u64 = 1;
+const NONE: u8 = 0;
+const REQUESTED: u8 = 1;
+const TAKEN: u8 = 2;
+
+/// The owner's side of the fence: a compiler fence (the reclaimer's
+/// [`heavy_fence`] supplies the hardware one).
+#[inline(always)]
+pub fn light_fence() {
+    #[cfg(not(any(loom, miri)))]
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    #[cfg(any(loom, miri))]
+    crate::sync::fence(Ordering::SeqCst);
+}
+
+/// The reclaimer's side: a memory barrier on every thread of the process.
+/// False if none can be had here (then nothing may be taken over).
+pub fn heavy_fence() -> bool {
+    #[cfg(not(any(loom, miri)))]
+    {
+        crate::os::process_barrier()
+    }
+    #[cfg(any(loom, miri))]
+    {
+        crate::sync::fence(Ordering::SeqCst);
+        true
+    }
+}
+
+/// One owner's presence flag and the takeover handshake; see the module
+/// docs.
+#[derive(Debug)]
+pub struct Presence {
+    /// The owner's operation count (`<< 1`) and `BUSY` while inside.
+    state: AtomicU64,
+    /// `NONE`, `REQUESTED` or `TAKEN` (invariant 3).
+    takeover: AtomicU8,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Presence {
+    /// An owner that is outside, never taken over.
+    pub fn new() -> Presence {
+        Presence {
+            state: AtomicU64::new(0),
+            takeover: AtomicU8::new(NONE),
+        }
+    }
+
+    /// Owner: marks the start of an operation on its state. `seq` is the
+    /// owner's own count of operations (it is bumped here and published,
+    /// so a reclaimer can tell an idle owner from a busy one). Returns true
+    /// if a reclaimer took the state over since the owner's last operation
+    /// (the owner then sees what the reclaimer left: invariant 2).
+    #[inline(always)]
+    pub fn enter(&self, seq: &mut u64) -> bool {
+        *seq = seq.wrapping_add(1);
+        self.state.store((*seq << 1) | BUSY, Ordering::Relaxed);
+        light_fence();
+        if self.takeover.load(Ordering::Relaxed) != NONE {
+            return self.wait_out_takeover();
+        }
+        false
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wait_out_takeover(&self) -> bool {
+        let mut spins = 0;
+        loop {
+            match self.takeover.load(Ordering::Acquire) {
+                REQUESTED => {
+                    spin_wait(spins);
+                    spins += 1;
+                }
+                TAKEN => {
+                    self.takeover.store(NONE, Ordering::Release);
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// Owner: marks the end of an operation (`seq` as `enter` left it).
+    #[inline(always)]
+    pub fn exit(&self, seq: u64) {
+        self.state.store(seq << 1, Ordering::Release);
+    }
+
+    /// Reclaimer: the owner's published operation count, and whether it is
+    /// inside an operation right now.
+    pub fn observe(&self) -> (u64, bool) {
+        let state = self.state.load(Ordering::Acquire);
+        (state >> 1, state & BUSY != 0)
+    }
+
+    /// Reclaimer, step 1: asks to take the state over. False if the owner
+    /// is inside or another takeover is pending; otherwise follow with one
+    /// [`heavy_fence`] (for any number of requests) and then
+    /// [`confirm`](Self::confirm) or [`withdraw`](Self::withdraw).
+    pub fn request(&self) -> bool {
+        if self.observe().1 {
+            return false;
+        }
+        self.takeover
+            .compare_exchange(NONE, REQUESTED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Reclaimer, step 3, after a successful `heavy_fence`: the takeover if
+    /// the owner is still outside (invariant 2), else the request is
+    /// withdrawn and the owner goes on.
+    pub fn confirm(&self) -> Option<Takeover<'_>> {
+        if self.observe().1 {
+            self.withdraw();
+            return None;
+        }
+        Some(Takeover { presence: self })
+    }
+
+    /// Reclaimer: drops a request (for one whose `heavy_fence` failed).
+    pub fn withdraw(&self) {
+        self.takeover.store(NONE, Ordering::Release);
+    }
+}
+
+/// A reclaimer's hold on an owner's state; the owner waits while it lives.
+/// Dropping it hands the state back, marked taken over.
+#[derive(Debug)]
+#[must_use = "the takeover ends when this drops"]
+pub struct Takeover<'a> {
+    presence: &'a Presence,
+}
+
+impl Drop for Takeover<'_> {
+    fn drop(&mut self) {
+        self.presence.takeover.store(TAKEN, Ordering::Release);
+    }
+}
