@@ -102,3 +102,35 @@ fn a_full_table_sends_vacant_slots_where_every_thread_finds_them() {
     });
     assert_eq!(arena.len(), 64);
 }
+
+#[test]
+fn a_parked_threads_state_is_taken_over_and_it_goes_on() {
+    if !cfg!(miri) && !ebb_core::os::process_barrier_available() {
+        return; // nothing can be taken over here (no membarrier)
+    }
+    let arena = arena();
+    let parked = std::sync::Barrier::new(2);
+    let resume = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let kept = insert(&arena, 1);
+            let gone = insert(&arena, 2);
+            assert!(arena.remove(FORMAT, gone)); // a retired record, a stashed slot
+            parked.wait();
+            resume.wait();
+            // After the takeover: a fresh slab, the slot stash refilled.
+            let again = insert(&arena, 3);
+            assert!(arena.read(again).is_some());
+            kept
+        });
+        parked.wait();
+        let report = arena.reclaim_threads(true);
+        resume.wait();
+        let kept = worker.join().expect("worker");
+        assert!(report.taken >= 1, "{report:?}");
+        assert!(arena.read(kept).is_some(), "a taken-over thread's record stays");
+    });
+    assert_eq!(arena.len(), 2);
+    arena.reclaim_now();
+    assert_eq!(arena.stats().slab.live_bytes, 16);
+}
