@@ -254,9 +254,7 @@ fn run_ebb(p: &Plan) -> Result<FragReport> {
             .join()
             .map_err(|_| anyhow::anyhow!("compactor panicked"))?;
         anyhow::Ok(match result {
-            Err(ebb_arena::CompactionError::Cancelled { .. }) => {
-                Some(returned.saturating_duration_since(at))
-            }
+            Ok(report) if report.cancelled => Some(returned.saturating_duration_since(at)),
             _ => None, // finished before the cancel landed
         })
     })?;

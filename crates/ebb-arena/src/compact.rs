@@ -76,6 +76,60 @@ pub struct CompactionReport {
     pub records_moved: u64,
     /// Wall time.
     pub duration: Duration,
+    /// True if the token was cancelled before the pass ended (checked
+    /// before each slab: at most one slab is moved after the cancel). What
+    /// was moved stays moved; every record is readable.
+    pub cancelled: bool,
+    /// Threads whose idle state (slabs, stash, retired records) this pass
+    /// took over.
+    pub threads_taken: u64,
+}
+
+/// The policy an arena compacts under when its maintenance runs, readable
+/// and replaceable at run time without a lock (one atomic per field).
+#[derive(Debug)]
+pub(crate) struct PolicyCell {
+    max_live_ratio_bits: std::sync::atomic::AtomicU64,
+    min_reclaim_bytes: std::sync::atomic::AtomicU64,
+    /// `max_slabs + 1`; 0 for none.
+    max_slabs: std::sync::atomic::AtomicU64,
+}
+
+impl PolicyCell {
+    pub(crate) fn new(policy: CompactionPolicy) -> PolicyCell {
+        let cell = PolicyCell {
+            max_live_ratio_bits: std::sync::atomic::AtomicU64::new(0),
+            min_reclaim_bytes: std::sync::atomic::AtomicU64::new(0),
+            max_slabs: std::sync::atomic::AtomicU64::new(0),
+        };
+        cell.set(policy);
+        cell
+    }
+
+    pub(crate) fn set(&self, policy: CompactionPolicy) {
+        let ratio = if policy.max_live_ratio.is_finite() {
+            policy.max_live_ratio.clamp(0.0, 1.0)
+        } else {
+            CompactionPolicy::default().max_live_ratio
+        };
+        self.max_live_ratio_bits
+            .store(ratio.to_bits(), Ordering::Relaxed);
+        self.min_reclaim_bytes
+            .store(policy.min_reclaim_bytes, Ordering::Relaxed);
+        self.max_slabs.store(
+            policy.max_slabs.map_or(0, |n| (n as u64).saturating_add(1)),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub(crate) fn get(&self) -> CompactionPolicy {
+        let max_slabs = self.max_slabs.load(Ordering::Relaxed);
+        CompactionPolicy {
+            max_live_ratio: f64::from_bits(self.max_live_ratio_bits.load(Ordering::Relaxed)),
+            min_reclaim_bytes: self.min_reclaim_bytes.load(Ordering::Relaxed),
+            max_slabs: (max_slabs > 0).then(|| (max_slabs - 1) as usize),
+        }
+    }
 }
 
 // ---- the compaction pass --------------------------------------------------
@@ -88,6 +142,50 @@ const MOVE_GROUP: usize = 16;
 const COMPACTION_WARM_SLABS: usize = 4;
 
 impl RawArena {
+    /// The maintenance contract's check: sparse slabs under the current
+    /// policy (the slab table's counters; no lock).
+    pub(crate) fn maintenance_due(&self) -> Option<ebb_core::maintenance::Due> {
+        let policy = self.policy.get();
+        let (slabs, reclaim) = self.candidates(&policy);
+        (!slabs.is_empty() && reclaim >= policy.min_reclaim_bytes).then_some(
+            ebb_core::maintenance::Due {
+                reason: "sparse_slabs",
+                reclaimable_bytes: reclaim,
+            },
+        )
+    }
+
+    /// The maintenance contract's run: a compaction under the current
+    /// policy.
+    pub(crate) fn run_maintenance(
+        &self,
+        token: &CancellationToken,
+    ) -> Result<ebb_core::maintenance::MaintenanceReport, ebb_core::maintenance::MaintenanceError>
+    {
+        use ebb_core::maintenance::{MaintenanceError, MaintenanceKind, MaintenanceReport};
+        let kind = MaintenanceKind::Arena;
+        match self.compact(&self.policy.get(), token) {
+            Ok(r) => Ok(MaintenanceReport {
+                kind: Some(kind),
+                cancelled: r.cancelled,
+                skipped: r.slabs_compacted == 0 && !r.cancelled,
+                bytes_released: r.bytes_released,
+                bytes_moved: r.bytes_moved,
+                items: r.records_moved,
+                duration_secs: r.duration.as_secs_f64(),
+                deferred: None,
+            }),
+            Err(CompactionError::AlreadyRunning) => Err(MaintenanceError::AlreadyRunning { kind }),
+            Err(CompactionError::OverBudget { source, .. }) => {
+                Err(MaintenanceError::OverBudget(source))
+            }
+            Err(e) => Err(MaintenanceError::Failed {
+                kind,
+                message: e.to_string(),
+            }),
+        }
+    }
+
     /// Sparse slabs and the bytes emptying them would reclaim.
     fn candidates(&self, policy: &CompactionPolicy) -> (Vec<SlabId>, u64) {
         let slab_bytes = self.slab().slab_bytes() as u64;
@@ -113,7 +211,10 @@ impl RawArena {
         policy: &CompactionPolicy,
         token: &CancellationToken,
     ) -> Result<CompactionReport, CompactionError> {
-        let _one = self.compacting.lock();
+        // Invariant 4; a second caller is told at once, never made to wait.
+        let Some(_one) = self.compacting.try_lock() else {
+            return Err(CompactionError::AlreadyRunning);
+        };
         let started = Instant::now();
         let resident_before = self.slab().stats().resident_bytes;
         // The caller's own slabs, those departed threads left, and those of
@@ -123,8 +224,11 @@ impl RawArena {
         self.reclaim
             .with_local(|local| self.shared.slab.seal_owned(&mut local.owned));
         self.shared.seal_orphans();
-        self.reclaim_threads(false);
-        let mut report = CompactionReport::default();
+        let threads_taken = self.reclaim_threads(false).taken;
+        let mut report = CompactionReport {
+            threads_taken,
+            ..CompactionReport::default()
+        };
         let (slabs, reclaim) = self.candidates(policy);
         if slabs.is_empty() || reclaim < policy.min_reclaim_bytes {
             report.duration = started.elapsed();
@@ -243,7 +347,10 @@ impl RawArena {
         );
         match outcome {
             Ok(()) => Ok(report),
-            Err(Stop::Cancelled) => Err(CompactionError::Cancelled { report }),
+            Err(Stop::Cancelled) => {
+                report.cancelled = true;
+                Ok(report)
+            }
             Err(Stop::Slab(ebb_slab::Error::BudgetExceeded(source))) => {
                 Err(CompactionError::OverBudget {
                     source: Box::new(source),

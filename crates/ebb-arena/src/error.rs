@@ -51,12 +51,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CompactionError {
-    /// The token was cancelled; `report` says what was done before.
-    #[error("compaction cancelled after moving {} records", report.records_moved)]
-    Cancelled {
-        /// Work done before the cancel.
-        report: CompactionReport,
-    },
+    /// Another compaction of this arena is running; nothing was done. (A
+    /// cancelled compaction is not an error: its report says `cancelled`.)
+    #[error("a compaction of this arena is already running")]
+    AlreadyRunning,
     /// A new target slab would pass the memory budget.
     #[error("compaction stopped at the memory budget: {source}")]
     OverBudget {
@@ -77,11 +75,20 @@ pub enum CompactionError {
 
 impl CompactionError {
     /// What was done before the compaction stopped.
-    pub fn report(&self) -> &CompactionReport {
+    pub fn report(&self) -> Option<&CompactionReport> {
         match self {
-            CompactionError::Cancelled { report }
-            | CompactionError::OverBudget { report, .. }
-            | CompactionError::Os { report, .. } => report,
+            CompactionError::AlreadyRunning => None,
+            CompactionError::OverBudget { report, .. } | CompactionError::Os { report, .. } => {
+                Some(report)
+            }
+        }
+    }
+
+    /// The budget numbers, if this is a budget refusal.
+    pub fn budget_exceeded(&self) -> Option<&BudgetExceeded> {
+        match self {
+            CompactionError::OverBudget { source, .. } => Some(source),
+            _ => None,
         }
     }
 }

@@ -80,20 +80,36 @@ macro_rules! arena_maintenance {
 
         /// Moves the live records out of sealed slabs under
         /// `policy.max_live_ratio`, so those slabs empty and go back to the
-        /// OS. Readers are never blocked; writers proceed concurrently.
+        /// OS. Readers are never blocked; writers proceed concurrently. A
+        /// cancelled token stops it before the next slab, with
+        /// `cancelled: true` in the report.
         ///
         /// # Errors
         ///
-        /// [`CompactionError::Cancelled`]($crate::CompactionError::Cancelled)
-        /// (checked before each slab: at most one slab is moved after the
-        /// cancel), `OverBudget`, `Os`; each leaves every record readable and
-        /// the stats exact.
+        /// [`CompactionError::AlreadyRunning`]($crate::CompactionError::AlreadyRunning)
+        /// at once if another compaction of this arena runs; `OverBudget`,
+        /// `Os` when a target slab cannot be had; each leaves every record
+        /// readable and the stats exact.
         pub fn compact(
             &self,
             policy: &$crate::CompactionPolicy,
             token: &$crate::CancellationToken,
         ) -> Result<$crate::CompactionReport, $crate::CompactionError> {
             self.raw.compact(policy, token)
+        }
+
+        /// The policy [`run_maintenance`](ebb_core::maintenance::Maintenance::run_maintenance)
+        /// and [`maintenance_due`](ebb_core::maintenance::Maintenance::maintenance_due)
+        /// use (default: [`CompactionPolicy::default`]($crate::CompactionPolicy)).
+        pub fn compaction_policy(&self) -> $crate::CompactionPolicy {
+            self.raw.policy.get()
+        }
+
+        /// Replaces that policy, at run time (a pressure controller
+        /// tightens `max_live_ratio`). A ratio that is not finite keeps the
+        /// default; others are clamped to `0..=1`.
+        pub fn set_compaction_policy(&self, policy: $crate::CompactionPolicy) {
+            self.raw.policy.set(policy);
         }
 
         /// Bytes of this arena's slabs resident according to the kernel
@@ -230,6 +246,8 @@ pub(crate) struct RawArena {
     pub(crate) slabs_compacted: AtomicU64,
     /// Invariant 4.
     pub(crate) compacting: Mutex<()>,
+    /// The policy maintenance runs under.
+    pub(crate) policy: crate::compact::PolicyCell,
     /// The drainer's buffer, swapped with the ready queue's (no allocation
     /// in steady state); its lock also makes draining single-threaded.
     pub(crate) drain_scratch: Mutex<Vec<Vec<Retired>>>,
@@ -267,6 +285,7 @@ impl RawArena {
             bytes_moved: AtomicU64::new(0),
             slabs_compacted: AtomicU64::new(0),
             compacting: Mutex::new(()),
+            policy: crate::compact::PolicyCell::new(crate::CompactionPolicy::default()),
             drain_scratch: Mutex::new(Vec::new()),
         })
     }

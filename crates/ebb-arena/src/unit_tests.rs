@@ -128,7 +128,10 @@ fn a_parked_threads_state_is_taken_over_and_it_goes_on() {
         resume.wait();
         let kept = worker.join().expect("worker");
         assert!(report.taken >= 1, "{report:?}");
-        assert!(arena.read(kept).is_some(), "a taken-over thread's record stays");
+        assert!(
+            arena.read(kept).is_some(),
+            "a taken-over thread's record stays"
+        );
     });
     assert_eq!(arena.len(), 2);
     arena.reclaim_now();

@@ -2,6 +2,7 @@
 
 pub mod budget;
 mod error;
+pub mod maintenance;
 pub mod os;
 pub mod presence;
 pub mod sync;
