@@ -198,7 +198,7 @@ fn build<B: GraphBackend>(data: &Data, ids: impl Iterator<Item = usize>) -> (Vec
     index
         .insert_batch(&points, &CancellationToken::new())
         .expect("valid points");
-    index.flush_delta();
+    index.flush_delta().expect("flush");
     (index, start.elapsed().as_secs_f64())
 }
 

@@ -2,6 +2,7 @@
 
 use ebb_core::budget::MemoryBudget;
 
+use crate::backend::{MAX_EF, MAX_M, MAX_POINTS};
 use crate::error::{Error, Result};
 
 /// How distance is measured. Every score an index returns is a distance:
@@ -90,19 +91,21 @@ impl IndexConfig {
         }
     }
 
-    /// Links per point and layer (2..=255; hnsw_rs reads it back as a u8).
+    /// Links per point and layer (2..=[`MAX_M`]; hnsw_rs reads it back as
+    /// a u8).
     pub fn with_m(mut self, m: usize) -> Self {
         self.m = m;
         self
     }
 
-    /// Candidates explored while building.
+    /// Candidates explored while building (1..=[`MAX_EF`]).
     pub fn with_ef_construction(mut self, ef: usize) -> Self {
         self.ef_construction = ef;
         self
     }
 
-    /// Candidates explored per search (at least k is used).
+    /// Candidates explored per search (1..=[`MAX_EF`]; at least k is
+    /// used).
     pub fn with_ef_search(mut self, ef: usize) -> Self {
         self.ef_search = ef;
         self
@@ -152,19 +155,23 @@ impl IndexConfig {
         if !(1..=65_536).contains(&self.dim) {
             return bad(format!("dim must be 1..=65536, got {}", self.dim));
         }
-        if !(2..=255).contains(&self.m) {
+        if !(2..=MAX_M).contains(&self.m) {
             return bad(format!(
-                "m must be 2..=255 (hnsw_rs stores it as a u8), got {}",
+                "m must be 2..={MAX_M} (hnsw_rs stores it as a u8), got {}",
                 self.m
             ));
         }
-        if self.ef_construction == 0 || self.ef_search == 0 {
-            return bad("ef_construction and ef_search must be > 0".into());
+        for (name, ef) in [
+            ("ef_construction", self.ef_construction),
+            ("ef_search", self.ef_search),
+        ] {
+            if !(1..=MAX_EF).contains(&ef) {
+                return bad(format!("{name} must be 1..={MAX_EF}, got {ef}"));
+            }
         }
-        if self.capacity == 0 || self.capacity > u32::MAX as usize / 2 {
+        if !(1..=MAX_POINTS).contains(&self.capacity) {
             return bad(format!(
-                "capacity must be 1..={}, got {}",
-                u32::MAX / 2,
+                "capacity must be 1..={MAX_POINTS}, got {}",
                 self.capacity
             ));
         }

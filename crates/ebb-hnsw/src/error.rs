@@ -1,5 +1,5 @@
-//! Errors of ebb-hnsw. Every one leaves the index as it was: nothing of a
-//! refused call is indexed.
+//! Errors of ebb-hnsw. Every one leaves the index (or graph) as it was:
+//! nothing of a refused call is indexed.
 
 use ebb_core::budget::BudgetExceeded;
 
@@ -7,6 +7,12 @@ use ebb_core::budget::BudgetExceeded;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why a call was refused.
+///
+/// The variants up to [`ZeroK`](Error::ZeroK) come from
+/// [`VectorIndex`](crate::VectorIndex)'s own checks; the rest from a
+/// [`GraphBackend`](crate::GraphBackend) (they name internal u32 ids), and
+/// reach an index's caller only as [`AllocationFailed`](Error::AllocationFailed)
+/// (the index never hands a graph a bad batch).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -16,7 +22,7 @@ pub enum Error {
         /// What is wrong, with the values given.
         reason: String,
     },
-    /// A vector of the wrong length.
+    /// A vector or query of the wrong length.
     #[error("vector has {got} dimensions, the index has {expected}")]
     DimensionMismatch {
         /// The index's dimension.
@@ -41,7 +47,9 @@ pub enum Error {
         /// The id.
         id: u64,
     },
-    /// The index holds its configured capacity of live points.
+    /// The index holds its configured capacity of live points, or has used
+    /// up its internal ids ([`MAX_POINTS`](crate::MAX_POINTS) per
+    /// generation; a rebuild renumbers them).
     #[error("the index is full: {capacity} live points")]
     CapacityExceeded {
         /// The configured capacity.
@@ -53,6 +61,88 @@ pub enum Error {
     /// k was 0.
     #[error("k must be at least 1")]
     ZeroK,
+    /// k over [`MAX_K`](crate::MAX_K).
+    #[error("k is {k}, the most one search returns is {max}")]
+    KTooLarge {
+        /// The k asked for.
+        k: usize,
+        /// The limit ([`MAX_K`](crate::MAX_K)).
+        max: usize,
+    },
+    /// A [`GraphParams`](crate::GraphParams) field out of its range.
+    #[error("graph parameter {name} is {value}, it must be {min}..={max}")]
+    ParamOutOfRange {
+        /// The field.
+        name: &'static str,
+        /// The value given.
+        value: usize,
+        /// The least allowed.
+        min: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// An array of the graph would not fit in the address space.
+    #[error(
+        "the graph's {what} need {points} points x {per_point} x {elem_bytes} bytes, \
+         over isize::MAX ({limit}) bytes"
+    )]
+    SizeOverflow {
+        /// The array (`"vectors"`, `"layer-0 links"`).
+        what: &'static str,
+        /// Points it must hold.
+        points: usize,
+        /// Elements per point.
+        per_point: usize,
+        /// Bytes per element.
+        elem_bytes: usize,
+        /// `isize::MAX`.
+        limit: usize,
+    },
+    /// The graph could not map or allocate memory (mmap or the allocator
+    /// refused); the graph is unchanged.
+    #[error("could not allocate {bytes} bytes for the graph's {what}: {reason}")]
+    AllocationFailed {
+        /// The array (`"vectors"`, `"layer-0 links"`, `"upper layers"`).
+        what: &'static str,
+        /// Bytes asked for.
+        bytes: usize,
+        /// What the OS or allocator said.
+        reason: String,
+    },
+    /// A batch point whose vector is not `dim` long.
+    #[error("point {id} has {got} components, the graph has dim {expected}")]
+    VectorLength {
+        /// The internal id of the point.
+        id: u32,
+        /// The graph's dimension.
+        expected: usize,
+        /// The vector's length.
+        got: usize,
+    },
+    /// A batch point whose id is in the graph already.
+    #[error("point {id} is already in the graph")]
+    IdAlreadyInserted {
+        /// The internal id.
+        id: u32,
+    },
+    /// An id twice in one batch.
+    #[error("point {id} is in the batch twice, at {first} and {second}")]
+    IdRepeatedInBatch {
+        /// The internal id.
+        id: u32,
+        /// Its first position in the batch.
+        first: usize,
+        /// Its second position.
+        second: usize,
+    },
+    /// A batch point whose id is at or over the graph's `max_points`.
+    #[error("point {id} is out of range: the graph takes ids below {max_points}")]
+    IdOutOfRange {
+        /// The internal id.
+        id: u32,
+        /// The graph's [`GraphParams::max_points`](crate::GraphParams::max_points).
+        max_points: usize,
+    },
 }
 
 /// Why a rebuild did not complete; the index is unchanged in every case.
@@ -68,4 +158,8 @@ pub enum RebuildError {
     /// Another rebuild of this index is running.
     #[error("a rebuild of this index is already running")]
     AlreadyRunning,
+    /// The new graph refused its parameters or a batch, or could not get
+    /// memory ([`Error::AllocationFailed`]).
+    #[error("building the new graph failed: {0}")]
+    Graph(#[from] Error),
 }

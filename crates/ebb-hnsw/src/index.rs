@@ -24,7 +24,9 @@ use ebb_core::budget::Reservation;
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{GraphBackend, GraphDistance, GraphParams, HnswRsGraph, Tombstones};
+use crate::backend::{
+    GraphBackend, GraphDistance, GraphParams, HnswRsGraph, MAX_K, MAX_POINTS, Tombstones,
+};
 use crate::config::{IndexConfig, Metric};
 use crate::error::{Error, RebuildError, Result};
 
@@ -177,7 +179,8 @@ impl VectorIndex<HnswRsGraph> {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for a dimension, M, ef, capacity or policy
-    /// out of range.
+    /// out of range; what the backend's `new` refuses
+    /// ([`Error::AllocationFailed`] if it cannot map its first arrays).
     pub fn new(config: IndexConfig) -> Result<Self> {
         VectorIndex::with_backend(config)
     }
@@ -197,6 +200,9 @@ impl<B: GraphBackend> VectorIndex<B> {
             m: config.m,
             ef_construction: config.ef_construction,
             capacity_hint: config.capacity.min(1 << 20),
+            // Internal ids are never reused within a generation, so they
+            // outrun the live capacity; `add` stops at this (invariant 1).
+            max_points: MAX_POINTS,
         };
         let reservation = config
             .budget
@@ -212,7 +218,7 @@ impl<B: GraphBackend> VectorIndex<B> {
                 tombstones: Tombstones::default(),
                 delta: Vec::new(),
             }),
-            graph: RwLock::new(B::new(params)),
+            graph: RwLock::new(B::new(params)?),
             flush: Mutex::new(()),
             rebuilding: Mutex::new(()),
             reservation,
@@ -229,7 +235,7 @@ impl<B: GraphBackend> VectorIndex<B> {
     /// Bytes one point costs: the backend's model plus the vector, ids and
     /// map entry the index keeps.
     fn point_bytes(&self) -> u64 {
-        (B::bytes_per_point(&self.params) + 4 * self.config.dim + 8 + 16) as u64
+        B::bytes_per_point(&self.params).saturating_add(4 * self.config.dim + 8 + 16) as u64
     }
 
     /// Checks `v` and returns it as stored (normalized under Cosine).
@@ -292,8 +298,9 @@ impl<B: GraphBackend> VectorIndex<B> {
                 capacity: self.config.capacity,
             });
         }
-        if p.external.len() >= u32::MAX as usize {
-            // Internal ids exhausted: only a rebuild renumbers them.
+        if p.external.len() >= self.params.max_points {
+            // Internal ids exhausted: only a rebuild renumbers them (the
+            // graph takes ids below `max_points`).
             return Err(Error::CapacityExceeded {
                 capacity: self.config.capacity,
             });
@@ -320,7 +327,10 @@ impl<B: GraphBackend> VectorIndex<B> {
     ///
     /// The first invalid point's error; points before it are indexed,
     /// none after. A cancel stops between batches with everything added so
-    /// far indexed and returns `Ok` with the count added.
+    /// far indexed and returns `Ok` with the count added. A flush the graph
+    /// refuses (it could not get memory) is logged and leaves the points in
+    /// the delta segment, searchable; [`flush_delta`](Self::flush_delta)
+    /// retries it.
     pub fn insert_batch(
         &self,
         points: &[(u64, &[f32])],
@@ -336,7 +346,7 @@ impl<B: GraphBackend> VectorIndex<B> {
                 self.add(id, v, false)?;
                 added += 1;
             }
-            self.flush_delta();
+            self.flush_or_warn();
         }
         Ok(added)
     }
@@ -377,17 +387,20 @@ impl<B: GraphBackend> VectorIndex<B> {
     }
 
     /// The `k` nearest live points as (id, distance), nearest first, at the
-    /// configured ef.
+    /// configured ef. A `k` over the live count returns every live point.
     ///
     /// # Errors
     ///
     /// [`Error::DimensionMismatch`], [`Error::NonFinite`],
-    /// [`Error::ZeroVector`] (Cosine), [`Error::ZeroK`].
+    /// [`Error::ZeroVector`] (Cosine), [`Error::ZeroK`], and
+    /// [`Error::KTooLarge`] for `k` over [`MAX_K`].
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(u64, f32)>> {
         self.search_with_ef(query, k, self.config.ef_search)
     }
 
-    /// [`search`](Self::search) exploring `ef` candidates.
+    /// [`search`](Self::search) exploring `ef` candidates: at least `k`,
+    /// at most [`MAX_EF`](crate::MAX_EF) and the graph's length (a larger
+    /// `ef` is clamped, not refused).
     ///
     /// # Errors
     ///
@@ -395,6 +408,9 @@ impl<B: GraphBackend> VectorIndex<B> {
     pub fn search_with_ef(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<(u64, f32)>> {
         if k == 0 {
             return Err(Error::ZeroK);
+        }
+        if k > MAX_K {
+            return Err(Error::KTooLarge { k, max: MAX_K });
         }
         let q = self.prepare(query)?;
         let dim = self.config.dim;
@@ -410,10 +426,12 @@ impl<B: GraphBackend> VectorIndex<B> {
             // Invariant 2: a point may be in the delta and the graph at once
             // (between a flush's graph insert and its drain); keep the delta's
             // copy. `delta` is sorted: ids are appended in increasing order.
+            // The query is `dim` long and `k <= MAX_K` (checked above), so
+            // the graph has nothing to refuse.
             let graph = self.graph.read();
             hits.extend(
                 graph
-                    .search(&q, k, ef.max(k), &p.tombstones)
+                    .search(&q, k, ef.max(k), &p.tombstones)?
                     .into_iter()
                     .filter(|(id, _)| p.delta.binary_search(id).is_err()),
             );
@@ -429,13 +447,28 @@ impl<B: GraphBackend> VectorIndex<B> {
 
     fn maybe_flush(&self) {
         if self.points.read().delta.len() >= self.config.delta_capacity {
-            self.flush_delta();
+            self.flush_or_warn();
+        }
+    }
+
+    /// A flush for a write that has already succeeded: the points are
+    /// indexed (in the delta) whatever the graph says.
+    fn flush_or_warn(&self) {
+        if let Err(error) = self.flush_delta() {
+            tracing::warn!(%error, "delta flush refused; the points stay in the delta segment");
         }
     }
 
     /// Moves the delta segment into the graph now (searches wait only for
     /// the graph insert of this batch).
-    pub fn flush_delta(&self) {
+    ///
+    /// # Errors
+    ///
+    /// What the graph's `insert_batch` refuses: [`Error::AllocationFailed`]
+    /// when it cannot grow (the index never gives it a bad batch). The graph
+    /// is then unchanged and the points stay in the delta segment, still
+    /// searchable; a later flush retries them.
+    pub fn flush_delta(&self) -> Result<()> {
         let _one = self.flush.lock();
         // Copy the batch out; new inserts keep appending behind it.
         let (ids, vectors): (Vec<u32>, Vec<f32>) = {
@@ -449,7 +482,7 @@ impl<B: GraphBackend> VectorIndex<B> {
             (ids, vectors)
         };
         if ids.is_empty() {
-            return;
+            return Ok(());
         }
         let batch: Vec<(u32, &[f32])> = ids
             .iter()
@@ -457,9 +490,13 @@ impl<B: GraphBackend> VectorIndex<B> {
             .map(|(&id, v)| (id, v))
             .collect();
         // Invariant 3: graph alone, then points alone.
-        self.graph.write().insert_batch(&batch);
+        // The batch is valid: `dim`-long vectors, internal ids below
+        // `max_points` never given to this graph before (invariant 1; the
+        // delta holds each once, and `flush` keeps one flush at a time).
+        self.graph.write().insert_batch(&batch)?;
         let mut p = self.points.write();
         p.delta.drain(..ids.len());
+        Ok(())
     }
 
     /// Bytes held: the graph (model) plus vectors, ids and tombstones.
@@ -470,7 +507,7 @@ impl<B: GraphBackend> VectorIndex<B> {
 
     /// Bytes the live points would need in a fresh index.
     fn expected_bytes(&self, live: usize) -> usize {
-        live * self.point_bytes() as usize
+        live.saturating_mul(usize::try_from(self.point_bytes()).unwrap_or(usize::MAX))
     }
 
     /// Whether a rebuild would pay, by the configured policy: the deleted
@@ -531,7 +568,9 @@ impl<B: GraphBackend> VectorIndex<B> {
     /// # Errors
     ///
     /// [`RebuildError::Cancelled`] (checked between chunks of at most
-    /// 1000 points; nothing visible changed), [`RebuildError::AlreadyRunning`].
+    /// 1000 points; nothing visible changed), [`RebuildError::AlreadyRunning`],
+    /// [`RebuildError::Graph`] if the new graph could not get memory
+    /// (nothing visible changed).
     pub fn rebuild(&self, token: &CancellationToken) -> Result<RebuildReport<B>, RebuildError> {
         let reason = self.needs_compaction();
         let _one = self
@@ -564,8 +603,7 @@ impl<B: GraphBackend> VectorIndex<B> {
             capacity_hint: snapshot_ids.len() + snapshot_ids.len() / 8 + 1024,
             ..self.params
         };
-        let graph = B::build_from(params, points, token)
-            .map_err(|points_built| RebuildError::Cancelled { points_built })?;
+        let graph = B::build_from(params, points, token)?;
         // 3. Swap: apply what happened meanwhile, then replace.
         let _flush = self.flush.lock();
         let mut p = self.points.write();
@@ -614,7 +652,7 @@ impl<B: GraphBackend> VectorIndex<B> {
         // The budget follows the live points.
         if let Some(r) = &self.reservation {
             let held = r.size();
-            let now = self.len() as u64 * self.point_bytes();
+            let now = (self.len() as u64).saturating_mul(self.point_bytes());
             if held > now {
                 r.shrink(held - now);
             } else {

@@ -96,7 +96,7 @@ fn distances_follow_each_metric() {
         index.insert(1, &[1.0, 0.0]).unwrap();
         index.insert(2, &[0.0, 2.0]).unwrap();
         index.insert(3, &[-1.0, -1.0]).unwrap();
-        index.flush_delta(); // through the graph, not only the delta
+        index.flush_delta().unwrap(); // through the graph, not only the delta
         let hits = index.search(&[1.0, 0.5], 3).unwrap();
         let truth: Vec<(u64, f32)> = [(1u64, [1.0f32, 0.0]), (2, [0.0, 2.0]), (3, [-1.0, -1.0])]
             .iter()

@@ -81,7 +81,7 @@ fn run<B: GraphBackend>(metric: Metric, ops: Vec<Op>) -> Result<(), TestCaseErro
                     );
                 }
             }
-            Op::Flush => index.flush_delta(),
+            Op::Flush => index.flush_delta().unwrap(),
         }
         prop_assert_eq!(index.len(), model.len());
     }
