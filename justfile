@@ -106,6 +106,7 @@ valgrind:
 # loom models of the lock-free cores.
 loom:
     RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p ebb-slab -p ebb-arena -p ebb-pool --test loom
+    RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p ebb-core --test presence_loom
 
 # Fuzz the arena's op sequences (nightly + cargo-fuzz; opt-in). New corpus
 # inputs land in crates/ebb-arena/fuzz/corpus/ops and are replayed by
