@@ -22,7 +22,8 @@
 //! per pass.
 //!
 //! ```text
-//!   thread-local LOCALS ──► [*mut Local, ...] ◄── LAST (uid, *mut Local)
+//!   thread-local LOCALS ──► [ListEntry { uid, local, thread, arena }, ...]
+//!                  LAST (uid, *mut Local, *const ThreadShared) caches one
 //!                                   │
 //!   Shared.threads (registry) ──────┘  ThreadEntry { thread, local, last_seen }
 //!                                          │
@@ -32,12 +33,16 @@
 //! Invariants:
 //!
 //! 1. A `Local` is reached by its own thread through `with_local`, only
-//!    once at a time: while `f` runs, `LAST` reads `(0, ptr)` (reset on
-//!    return and on unwind alike); a re-entrant call for the same arena
-//!    finds it so and runs on a temporary `Local` rather than alias it, as
-//!    does a call from a thread-local destructor once `LOCALS` is gone.
-//!    `pin` reads only the entry's `handle` field, which nothing else
-//!    writes.
+//!    once at a time: while `f` runs, the entry's presence reads entered
+//!    (`ThreadShared`, outside the `Local`, so checking it never touches
+//!    memory an outer `&mut Local` covers); a re-entrant call for the same
+//!    arena, however deep and through whatever other arenas, finds it so
+//!    and runs on a temporary `Local` rather than alias it, as does a call
+//!    from a thread-local destructor once `LOCALS` is gone. The list and
+//!    `LAST` keep each entry's uid and arena beside its pointer, so finding
+//!    an entry never reads a `Local`. `pin` reads only the entry's `handle`
+//!    field, which nothing else writes, and only when the entry is not
+//!    entered.
 //! 2. (See `reclaim`.) A place in a retired batch left its slot and
 //!    belongs to no one else.
 //! 3. A thread's record count is written by that thread only (a load and a
@@ -48,7 +53,8 @@
 //! 4. The owner touches its entry (through `&mut Local`) only between
 //!    `presence.enter` and `presence.exit`; a reclaimer touches only the
 //!    takeable fields (`owned`, `free_slots`, `retired*`), through raw field
-//!    pointers, only while it holds a `Takeover` and the registry lock.
+//!    pointers, only while it holds a `Takeover` and the registry lock, and
+//!    there only moves them out (no user code, no system call).
 //! 5. Every `Local` is a `Box::into_raw` allocation, freed only after it
 //!    left the registry (`detach`, under the registry lock), so a
 //!    reclaimer that found it under that lock never sees it freed.
@@ -60,7 +66,7 @@ use std::sync::{Arc, Weak};
 
 use crossbeam_epoch::{Collector, Guard, LocalHandle};
 use crossbeam_utils::CachePadded;
-use ebb_core::presence::{Presence, heavy_fence};
+use ebb_core::presence::Presence;
 use ebb_slab::{OwnedSlab, SlabArena};
 use parking_lot::Mutex;
 
@@ -166,7 +172,6 @@ impl Shared {
 /// drop would free that state from inside one of its own `&self` methods
 /// (Miri's Tree Borrows flags exactly that).
 pub(crate) struct Local {
-    uid: u64,
     shared: Weak<Shared>,
     thread: Arc<CachePadded<ThreadShared>>,
     /// This thread's operations on the entry (published by `presence`).
@@ -275,54 +280,65 @@ unsafe fn detach_and_free(local: NonNull<Local>) {
         shared
             .departed
             .fetch_add(thread.count.load(Ordering::Relaxed), Ordering::Relaxed);
+    } else {
+        // The arena is gone. A reclaimer may have written the takeable
+        // fields last; it held the arena's `Arc`, whose Release decrement
+        // this fence synchronizes with, so `Local::drop` below sees its
+        // writes (a failed upgrade alone is a relaxed load).
+        std::sync::atomic::fence(Ordering::Acquire);
     }
     // SAFETY: out of the registry now, so no reclaimer can reach it
     // (invariant 5); the caller's contract makes this the only owner.
     drop(unsafe { Box::from_raw(local.as_ptr()) });
 }
 
+/// One of this thread's entries, with what finding and pruning it need,
+/// so neither reads the `Local` (invariant 1).
+struct ListEntry {
+    uid: u64,
+    local: NonNull<Local>,
+    thread: Arc<CachePadded<ThreadShared>>,
+    arena: Weak<Shared>,
+}
+
 /// This thread's entries, as raw `Box` allocations so their addresses stay
 /// put while the list grows (`LAST` points at one) and so every access
 /// shares one provenance (invariant 5).
-struct LocalList(Vec<NonNull<Local>>);
+struct LocalList(Vec<ListEntry>);
 
 impl Drop for LocalList {
     fn drop(&mut self) {
         // The entries are about to go: nothing may reach them through LAST.
-        LAST.set((0, std::ptr::null_mut()));
-        for local in self.0.drain(..) {
+        LAST.set(NO_ENTRY);
+        for entry in self.0.drain(..) {
             // SAFETY: each entry came from `new_local` and is in this list
             // once; the thread is exiting, so it is inside no `with_local`.
-            unsafe { detach_and_free(local) };
+            unsafe { detach_and_free(entry.local) };
         }
     }
 }
 
+/// `LAST` when it caches nothing (uids start at 1).
+const NO_ENTRY: (u64, *mut Local, *const ThreadShared) =
+    (0, std::ptr::null_mut(), std::ptr::null());
+
 thread_local! {
     static LOCALS: RefCell<LocalList> = const { RefCell::new(LocalList(Vec::new())) };
-    /// The entry this thread used last, `(arena uid, entry)`: the fast path
-    /// of `with_local` is two thread-local loads and a compare. `(0, ptr)`
-    /// while `ptr`'s entry is in use (uids start at 1). No destructor, so it
-    /// stays readable while `LOCALS` is being torn down.
-    static LAST: Cell<(u64, *mut Local)> = const { Cell::new((0, std::ptr::null_mut())) };
+    /// The entry this thread used last, `(arena uid, entry, its shared
+    /// part)`: the fast path of `with_local` is two thread-local loads, a
+    /// compare and the entry's presence check. Only a cache: whether the
+    /// entry is in use is its presence's business (invariant 1). No
+    /// destructor, so it stays readable while `LOCALS` is being torn down.
+    static LAST: Cell<(u64, *mut Local, *const ThreadShared)> = const { Cell::new(NO_ENTRY) };
 }
 
-/// The takeable part of an idle thread's entry, lent to a reclaimer.
-pub(crate) struct TakenState<'a> {
-    pub owned: &'a mut OwnedSlab,
-    pub free_slots: &'a mut Vec<StashedSlot>,
-    retired: &'a mut Vec<Retired>,
-    retired_records: &'a mut usize,
-    retired_bytes: &'a mut u64,
-}
-
-impl TakenState<'_> {
-    /// Takes the retired batch (to defer it from the reclaimer's thread).
-    pub fn take_retired(&mut self) -> Vec<Retired> {
-        *self.retired_records = 0;
-        *self.retired_bytes = 0;
-        std::mem::take(self.retired)
-    }
+/// The takeable part of an idle thread's entry, moved out by a reclaimer
+/// under the registry lock (nothing else runs there) and disposed of after
+/// it (invariant 4).
+pub(crate) struct TakenState {
+    pub owned: OwnedSlab,
+    pub free_slots: Vec<StashedSlot>,
+    pub retired: Vec<Retired>,
 }
 
 /// What [`Reclaimer::take_over_threads`] did.
@@ -343,60 +359,69 @@ impl Reclaimer {
     /// first use. Never panics of its own: where the thread's entry cannot
     /// be had (the thread-locals are being torn down, so this is a call
     /// from a thread-local destructor; or the entry is in use by an outer
-    /// call on this thread), `f` runs on a temporary entry that hands
-    /// everything back as it drops (invariant 1). If `f` panics, the entry
-    /// is released all the same.
+    /// call on this thread, however deep), `f` runs on a temporary entry
+    /// that hands everything back as it drops (invariant 1). If `f` panics,
+    /// the entry is released all the same.
     #[inline(always)]
     pub fn with_local<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
-        let (uid, entry) = LAST.get();
-        if uid == self.uid {
-            return self.run_on(entry, f);
+        let (uid, entry, thread) = LAST.get();
+        // SAFETY: a cached entry of this arena is alive while the arena is
+        // (we are in one of its methods); `thread` is its shared part.
+        if uid == self.uid && !unsafe { (*thread).presence.is_entered() } {
+            // SAFETY: as above.
+            return unsafe { self.run_on(entry, &*thread, f) };
         }
         match self.find_local() {
-            Some(entry) => self.run_on(entry, f),
+            // SAFETY: `find_local` returns live entries of this arena.
+            Some((entry, thread)) => unsafe { self.run_on(entry, &*thread, f) },
             None => self.run_on_temporary(f),
         }
     }
 
-    /// Runs `f` on `entry`, marked in use in `LAST` and present to
-    /// reclaimers until `f` returns or unwinds (invariants 1 and 4).
+    /// Runs `f` on `entry`, present to reclaimers (and to re-entrant calls)
+    /// until `f` returns or unwinds (invariants 1 and 4).
+    ///
+    /// # Safety
+    ///
+    /// `entry` is a live `Local` of this arena owned by the calling thread,
+    /// `thread` its shared part, and the entry is not entered.
     #[inline(always)]
-    fn run_on<R>(&self, entry: *mut Local, f: impl FnOnce(&mut Local) -> R) -> R {
-        /// Marks the entry free again, on return and on unwind alike.
-        struct Release<'a> {
-            uid: u64,
-            entry: *mut Local,
+    unsafe fn run_on<R>(
+        &self,
+        entry: *mut Local,
+        thread: &ThreadShared,
+        f: impl FnOnce(&mut Local) -> R,
+    ) -> R {
+        /// Marks the entry outside again, on return and on unwind alike.
+        struct Exit<'a> {
+            seq: *const u64,
             presence: &'a Presence,
         }
-        impl Drop for Release<'_> {
+        impl Drop for Exit<'_> {
             #[inline(always)]
             fn drop(&mut self) {
                 // SAFETY: `seq` is the owner's own field, read by no one
-                // else; the entry is alive (as in `run_on`).
-                let seq = unsafe { (*self.entry).seq };
-                self.presence.exit(seq);
-                LAST.set((self.uid, self.entry));
+                // else, and the entry is alive (the caller's contract); `f`
+                // has returned, so no `&mut Local` covers it now.
+                self.presence.exit(unsafe { *self.seq });
             }
         }
-        LAST.set((0, entry));
-        // SAFETY: `entry` points at a live `Local` of this thread's list (it
-        // stays there while this arena lives, and this arena is alive: we
-        // are in one of its methods). `thread` is never written after
-        // construction and `seq` only by this thread, and a reclaimer
-        // touches neither (invariant 4).
-        let thread: &Arc<CachePadded<ThreadShared>> = unsafe { &(*entry).thread };
-        let presence: &Presence = &thread.presence;
-        // SAFETY: as above.
-        unsafe { presence.enter(&mut (*entry).seq) };
-        let _release = Release {
-            uid: self.uid,
-            entry,
-            presence,
+        // SAFETY: the caller's contract; `seq` is written only by this
+        // thread and read by no one else (invariant 4).
+        unsafe {
+            thread
+                .presence
+                .enter(&mut *std::ptr::addr_of_mut!((*entry).seq))
         };
+        let _exit = Exit {
+            // SAFETY: as above (a raw field pointer, no reference).
+            seq: unsafe { std::ptr::addr_of!((*entry).seq) },
+            presence: &thread.presence,
+        };
+        LAST.set((self.uid, entry, thread));
         // SAFETY: no other reference to the entry exists while `f` runs:
-        // `LAST` reads `(0, entry)`, which both paths of `with_local` refuse
-        // to hand out again (invariant 1), and the presence keeps
-        // reclaimers out (invariant 4).
+        // the presence reads entered, which every path refuses to hand out
+        // again (invariant 1), and keeps reclaimers out (invariant 4).
         f(unsafe { &mut *entry })
     }
 
@@ -406,80 +431,62 @@ impl Reclaimer {
     #[cold]
     #[inline(never)]
     fn run_on_temporary<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
-        /// Frees the temporary entry and puts back what `LAST` read before
-        /// (`run_on` leaves it pointing at the entry it ran on), on return
-        /// and on unwind alike.
-        struct Free(NonNull<Local>, (u64, *mut Local));
+        /// Frees the temporary entry and puts back what `LAST` cached before
+        /// (`run_on` caches the entry it ran on), on return and on unwind.
+        struct Free(ListEntry, (u64, *mut Local, *const ThreadShared));
         impl Drop for Free {
             fn drop(&mut self) {
                 LAST.set(self.1);
                 // SAFETY: made by `new_local` for this call alone; `f` has
                 // returned, so no reference to it is live, and `LAST` no
                 // longer points at it.
-                unsafe { detach_and_free(self.0) };
+                unsafe { detach_and_free(self.0.local) };
             }
         }
         let entry = Free(self.new_local(), LAST.get());
-        self.run_on(entry.0.as_ptr(), f)
+        let thread: &ThreadShared = &entry.0.thread;
+        // SAFETY: a new entry of this arena, owned by this call, not
+        // entered.
+        unsafe { self.run_on(entry.0.local.as_ptr(), thread, f) }
     }
 
-    /// This thread's entry for this arena, registered on first use; `None`
-    /// if the thread-locals are gone (a call from a thread-local
-    /// destructor) or the entry is in use by an outer call.
+    /// This thread's entry for this arena and its shared part, registered
+    /// on first use; `None` if the thread-locals are gone (a call from a
+    /// thread-local destructor) or the entry is entered (a re-entrant
+    /// call). Reads no `Local` (invariant 1).
     #[cold]
     #[inline(never)]
-    fn find_local(&self) -> Option<*mut Local> {
-        let busy = LAST.get();
+    fn find_local(&self) -> Option<(*mut Local, *const ThreadShared)> {
         LOCALS
             .try_with(|locals| {
                 let mut locals = locals.try_borrow_mut().ok()?;
-                // SAFETY: every entry of the list is live (invariant 5);
-                // `uid` is never written after construction.
-                let found = locals
-                    .0
-                    .iter()
-                    .find(|e| unsafe { (*e.as_ptr()).uid } == self.uid);
-                let entry = match found {
-                    Some(e) => e.as_ptr(),
+                let k = match locals.0.iter().position(|e| e.uid == self.uid) {
+                    Some(k) => k,
                     None => {
-                        self.prune(&mut locals.0);
-                        let e = self.new_local();
-                        locals.0.push(e);
-                        e.as_ptr()
+                        prune(&mut locals.0);
+                        let entry = self.new_local();
+                        locals.0.push(entry);
+                        locals.0.len() - 1
                     }
                 };
-                (busy != (0, entry)).then_some(entry)
+                let e = &locals.0[k];
+                let thread: *const ThreadShared = &**e.thread;
+                (!e.thread.presence.is_entered()).then_some((e.local.as_ptr(), thread))
             })
             .ok()
             .flatten()
     }
 
-    /// Frees this thread's entries of arenas that are gone.
-    fn prune(&self, locals: &mut Vec<NonNull<Local>>) {
-        locals.retain(|e| {
-            // SAFETY: as in `find_local`; `shared` is never written after
-            // construction.
-            let alive = unsafe { (*e.as_ptr()).shared.strong_count() } > 0;
-            if !alive {
-                // SAFETY: an entry of a dropped arena: no `with_local` of
-                // that arena can be running, and it leaves the list here.
-                unsafe { detach_and_free(*e) };
-            }
-            alive
-        });
-    }
-
     /// A new entry for the calling thread, registered with the collector
     /// and with the arena (invariant 5).
     #[cold]
-    fn new_local(&self) -> NonNull<Local> {
+    fn new_local(&self) -> ListEntry {
         let shared = self
             .shared
             .upgrade()
             .expect("the arena calling in keeps its shared state alive");
         let thread = Arc::new(CachePadded::new(ThreadShared::default()));
         let local = Box::new(Local {
-            uid: self.uid,
             shared: Arc::downgrade(&shared),
             thread: Arc::clone(&thread),
             seq: 0,
@@ -494,11 +501,16 @@ impl Reclaimer {
         });
         let local = NonNull::from(Box::leak(local));
         shared.threads.lock().push(ThreadEntry {
-            thread,
+            thread: Arc::clone(&thread),
             local,
             last_seen: 0,
         });
-        local
+        ListEntry {
+            uid: self.uid,
+            local,
+            thread,
+            arena: Arc::downgrade(&shared),
+        }
     }
 
     /// Pins this arena's epoch on the calling thread. Reads only the
@@ -506,18 +518,18 @@ impl Reclaimer {
     /// never wait for a takeover (invariant 1).
     #[inline]
     pub fn pin(&self) -> Guard {
-        let (uid, entry) = LAST.get();
-        let entry = if uid == self.uid {
+        let (uid, entry, thread) = LAST.get();
+        // SAFETY: as in `with_local`.
+        let entry = if uid == self.uid && !unsafe { (*thread).presence.is_entered() } {
             Some(entry)
         } else {
-            self.find_local()
+            self.find_local().map(|(entry, _)| entry)
         };
         match entry {
-            // SAFETY: a live entry of this thread (as in `run_on`) that no
-            // `&mut` covers now (`LAST` did not read it busy); `handle` is
-            // written by no one, and a reclaimer touches only the takeable
-            // fields (invariant 4).
-            Some(entry) => unsafe { (*entry).handle.pin() },
+            // SAFETY: a live entry of this thread that no `&mut` covers now
+            // (it is not entered); `handle` is written by no one, and a
+            // reclaimer touches only the takeable fields (invariant 4).
+            Some(entry) => unsafe { (*std::ptr::addr_of!((*entry).handle)).pin() },
             // A guard outlives its handle (crossbeam keeps the participant
             // until both are gone).
             None => self.collector.register().pin(),
@@ -526,65 +538,78 @@ impl Reclaimer {
 
     /// Takes over the takeable state of every registered thread that is
     /// outside the arena now and (unless `all`) did nothing in it since the
-    /// previous pass, and runs `take` on each; returns what it did. `take`
-    /// runs under the registry lock: it must not register a new entry (no
-    /// `with_local` or `pin` of this arena from a thread that has none).
-    pub fn take_over_threads(
-        &self,
-        all: bool,
-        mut take: impl FnMut(&mut TakenState<'_>),
-    ) -> ThreadsReclaimed {
+    /// previous pass: under the registry lock it only moves the state out
+    /// (a fresh owned slab, an empty stash and batch left in its place), so
+    /// an owner coming back waits for a few moves, and no user code runs
+    /// there. Returns the state taken, for the caller to dispose of.
+    pub fn take_over_threads(&self, all: bool) -> (ThreadsReclaimed, Vec<TakenState>) {
         let Some(shared) = self.shared.upgrade() else {
-            return ThreadsReclaimed::default();
+            return (ThreadsReclaimed::default(), Vec::new());
         };
+        let mut taken = Vec::new();
         let mut threads = shared.threads.lock();
         let mut report = ThreadsReclaimed {
             threads: threads.len() as u64,
             taken: 0,
             available: true,
         };
-        let mut requested = Vec::new();
-        for (k, t) in threads.iter_mut().enumerate() {
+        let mut requests = Vec::new();
+        for t in threads.iter_mut() {
             let (seq, busy) = t.thread.presence.observe();
             let idle = seq == t.last_seen;
             t.last_seen = seq;
-            if !busy && (all || idle) && t.thread.presence.request() {
-                requested.push(k);
+            if busy || !(all || idle) {
+                continue;
+            }
+            if let Some(request) = t.thread.presence.request() {
+                requests.push((request, t.local));
             }
         }
-        if requested.is_empty() {
-            return report;
+        if requests.is_empty() {
+            return (report, taken);
         }
-        if !heavy_fence() {
-            for k in requested {
-                threads[k].thread.presence.withdraw();
-            }
+        let (mut pending, locals): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+        if !ebb_core::presence::fence_requests(&mut pending) {
             report.available = false;
-            return report;
+            return (report, taken); // the requests withdraw as they drop
         }
-        for k in requested {
-            let t = &threads[k];
-            let Some(_takeover) = t.thread.presence.confirm() else {
+        for (request, local) in pending.into_iter().zip(locals) {
+            let Some(takeover) = request.confirm() else {
                 continue;
             };
-            let p = t.local.as_ptr();
+            let p = local.as_ptr();
             // SAFETY: the entry is registered, so alive (invariant 5, and we
             // hold the registry lock); we hold its takeover, so its owner is
             // outside and waits (invariant 4); these are the takeable fields
             // only, disjoint from what the owner's thread may still read
-            // (`handle`, `uid`, `shared`, `thread`).
-            let mut state = unsafe {
+            // (`handle`, `seq`, `thread`, `shared`).
+            let state = unsafe {
+                let fresh = shared.slab.owned_slab();
+                *std::ptr::addr_of_mut!((*p).retired_records) = 0;
+                *std::ptr::addr_of_mut!((*p).retired_bytes) = 0;
                 TakenState {
-                    owned: &mut *std::ptr::addr_of_mut!((*p).owned),
-                    free_slots: &mut *std::ptr::addr_of_mut!((*p).free_slots),
-                    retired: &mut *std::ptr::addr_of_mut!((*p).retired),
-                    retired_records: &mut *std::ptr::addr_of_mut!((*p).retired_records),
-                    retired_bytes: &mut *std::ptr::addr_of_mut!((*p).retired_bytes),
+                    owned: std::mem::replace(&mut *std::ptr::addr_of_mut!((*p).owned), fresh),
+                    free_slots: std::mem::take(&mut *std::ptr::addr_of_mut!((*p).free_slots)),
+                    retired: std::mem::take(&mut *std::ptr::addr_of_mut!((*p).retired)),
                 }
             };
-            take(&mut state);
+            drop(takeover);
+            taken.push(state);
             report.taken += 1;
         }
-        report
+        (report, taken)
     }
+}
+
+/// Frees this thread's entries of arenas that are gone (reads no `Local`).
+fn prune(locals: &mut Vec<ListEntry>) {
+    locals.retain(|e| {
+        let alive = e.arena.strong_count() > 0;
+        if !alive {
+            // SAFETY: an entry of a dropped arena: no `with_local` of that
+            // arena can be running, and it leaves the list here.
+            unsafe { detach_and_free(e.local) };
+        }
+        alive
+    });
 }

@@ -644,33 +644,27 @@ impl RawArena {
     /// thread; otherwise only those idle since the previous pass.
     pub fn reclaim_threads(&self, all: bool) -> ThreadsReclaimed {
         let shared = &*self.shared;
-        let mut batches = Vec::new();
-        let report = self.reclaim.take_over_threads(all, |state| {
-            shared.slab.seal_owned(state.owned);
+        let (report, taken) = self.reclaim.take_over_threads(all);
+        if taken.is_empty() {
+            return report;
+        }
+        // Outside the registry lock: sealing may release slabs (and log),
+        // and pinning may register this thread.
+        let guard = self.reclaim.pin();
+        for mut state in taken {
+            shared.slab.seal_owned(&mut state.owned);
             for entry in state.free_slots.drain(..) {
                 shared.slots.release(entry.index());
             }
-            let retired = state.take_retired();
-            if !retired.is_empty() {
-                batches.push(retired);
-            }
-        });
-        if !batches.is_empty() {
-            // Outside the registry lock: pinning may register this thread.
-            let guard = self.reclaim.pin();
-            for batch in batches {
-                self.reclaim.retire_batch(&guard, batch);
-            }
-            drop(guard);
-            self.reclaim_now();
+            self.reclaim.retire_batch(&guard, state.retired);
         }
-        if report.taken > 0 {
-            tracing::debug!(
-                threads = report.threads,
-                taken = report.taken,
-                "idle threads' arena state taken over"
-            );
-        }
+        drop(guard);
+        self.reclaim_now();
+        tracing::debug!(
+            threads = report.threads,
+            taken = report.taken,
+            "idle threads' arena state taken over"
+        );
         report
     }
 

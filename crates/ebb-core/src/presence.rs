@@ -5,7 +5,7 @@
 //! The owner marks itself inside before each operation on its state and
 //! outside after it. A reclaimer (a compaction, a trim) that finds it
 //! outside asks for a takeover, runs one process-wide memory barrier
-//! ([`heavy_fence`]: `membarrier(2)`), and checks again: if the owner is
+//! ([`fence_requests`]: `membarrier(2)`), and checks again: if the owner is
 //! still outside, the state is the reclaimer's until its [`Takeover`]
 //! drops, and an owner that comes back meanwhile waits for it.
 //!
@@ -31,8 +31,9 @@
 //!    and [`exit`](Presence::exit), and never while `takeover` reads
 //!    `REQUESTED` with a reclaimer's confirmation pending or held.
 //! 2. A reclaimer touches the state only while it holds a [`Takeover`],
-//!    which [`confirm`](Presence::confirm) gives only after a successful
-//!    [`heavy_fence`] that followed its [`request`](Presence::request).
+//!    which [`Request::confirm`] gives only for a request that a successful
+//!    [`fence_requests`] fenced after it was made (the types enforce the
+//!    order: request, fence, confirm).
 //! 3. Only reclaimers move `takeover` out of `NONE` and `REQUESTED`; only
 //!    the owner moves it out of `TAKEN`.
 //!
@@ -50,7 +51,7 @@ const REQUESTED: u8 = 1;
 const TAKEN: u8 = 2;
 
 /// The owner's side of the fence: a compiler fence (the reclaimer's
-/// [`heavy_fence`] supplies the hardware one).
+/// [`fence_requests`] supplies the hardware one).
 #[inline(always)]
 pub fn light_fence() {
     #[cfg(not(any(loom, miri)))]
@@ -61,7 +62,7 @@ pub fn light_fence() {
 
 /// The reclaimer's side: a memory barrier on every thread of the process.
 /// False if none can be had here (then nothing may be taken over).
-pub fn heavy_fence() -> bool {
+fn heavy_fence() -> bool {
     #[cfg(not(any(loom, miri)))]
     {
         crate::os::process_barrier()
@@ -146,33 +147,72 @@ impl Presence {
         (state >> 1, state & BUSY != 0)
     }
 
-    /// Reclaimer, step 1: asks to take the state over. False if the owner
-    /// is inside or another takeover is pending; otherwise follow with one
-    /// [`heavy_fence`] (for any number of requests) and then
-    /// [`confirm`](Self::confirm) or [`withdraw`](Self::withdraw).
-    pub fn request(&self) -> bool {
+    /// True while the owner is inside an operation: for the owner itself,
+    /// to tell a re-entrant call from a first one.
+    #[inline(always)]
+    pub fn is_entered(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & BUSY != 0
+    }
+
+    /// Reclaimer, step 1: asks to take the state over. `None` if the owner
+    /// is inside or another takeover is pending. Pass the requests to one
+    /// [`fence_requests`] (for any number of them), then
+    /// [`confirm`](Request::confirm) each; a request dropped unconfirmed
+    /// (or on unwind) is withdrawn, and its owner goes on.
+    pub fn request(&self) -> Option<Request<'_>> {
         if self.observe().1 {
-            return false;
+            return None;
         }
         self.takeover
             .compare_exchange(NONE, REQUESTED, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
+            .then_some(Request {
+                presence: self,
+                fenced: false,
+            })
     }
+}
 
-    /// Reclaimer, step 3, after a successful `heavy_fence`: the takeover if
-    /// the owner is still outside (invariant 2), else the request is
-    /// withdrawn and the owner goes on.
-    pub fn confirm(&self) -> Option<Takeover<'_>> {
-        if self.observe().1 {
-            self.withdraw();
-            return None;
+/// A pending takeover request (step 1 done). Withdrawn when dropped
+/// unconfirmed (invariant 3: only its reclaimer moves it on).
+#[derive(Debug)]
+#[must_use = "a request dropped unconfirmed is withdrawn"]
+pub struct Request<'a> {
+    presence: &'a Presence,
+    /// Set by a successful [`fence_requests`] that ran after the request.
+    fenced: bool,
+}
+
+/// Reclaimer, step 2: one heavy fence (`membarrier(2)`) for every request in `requests`
+/// (each made before this call). True if it ran; false where no barrier can
+/// be had, and then no request can be confirmed (drop them).
+pub fn fence_requests(requests: &mut [Request<'_>]) -> bool {
+    if requests.is_empty() || !heavy_fence() {
+        return false;
+    }
+    for r in requests.iter_mut() {
+        r.fenced = true;
+    }
+    true
+}
+
+impl<'a> Request<'a> {
+    /// Reclaimer, step 3: the takeover, if the request was fenced and the
+    /// owner is still outside (invariant 2); else it is withdrawn and the
+    /// owner goes on.
+    pub fn confirm(self) -> Option<Takeover<'a>> {
+        if !self.fenced || self.presence.observe().1 {
+            return None; // dropped: withdrawn
         }
-        Some(Takeover { presence: self })
+        let presence = self.presence;
+        std::mem::forget(self);
+        Some(Takeover { presence })
     }
+}
 
-    /// Reclaimer: drops a request (for one whose `heavy_fence` failed).
-    pub fn withdraw(&self) {
-        self.takeover.store(NONE, Ordering::Release);
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        self.presence.takeover.store(NONE, Ordering::Release);
     }
 }
 

@@ -8,7 +8,7 @@
 
 #![cfg(loom)]
 
-use ebb_core::presence::{Presence, heavy_fence};
+use ebb_core::presence::{Presence, fence_requests};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 
@@ -46,9 +46,11 @@ fn owner_and_reclaimer_never_overlap() {
             }
         });
         let mut took = 0;
-        if owned.presence.request() {
-            assert!(heavy_fence());
-            if let Some(_takeover) = owned.presence.confirm() {
+        if let Some(request) = owned.presence.request() {
+            let mut requests = [request];
+            assert!(fence_requests(&mut requests));
+            let [request] = requests;
+            if let Some(_takeover) = request.confirm() {
                 owned.slabs.with_mut(|s| {
                     // SAFETY: the takeover is held (invariant 2).
                     let s = unsafe { &mut *s };
