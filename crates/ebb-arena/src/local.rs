@@ -174,8 +174,6 @@ impl Shared {
 pub(crate) struct Local {
     shared: Weak<Shared>,
     thread: Arc<CachePadded<ThreadShared>>,
-    /// This thread's operations on the entry (published by `presence`).
-    seq: u64,
     // ---- takeable (invariant 4) ----
     /// The slabs this thread bump-allocates in.
     pub owned: OwnedSlab,
@@ -365,95 +363,67 @@ impl Reclaimer {
     #[inline(always)]
     pub fn with_local<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
         let (uid, entry, thread) = LAST.get();
-        // SAFETY: a cached entry of this arena is alive while the arena is
-        // (we are in one of its methods); `thread` is its shared part.
-        if uid == self.uid && !unsafe { (*thread).presence.is_entered() } {
-            // SAFETY: as above.
-            return unsafe { self.run_on(entry, &*thread, f) };
-        }
-        match self.find_local() {
-            // SAFETY: `find_local` returns live entries of this arena.
-            Some((entry, thread)) => unsafe { self.run_on(entry, &*thread, f) },
-            None => self.run_on_temporary(f),
-        }
-    }
-
-    /// Runs `f` on `entry`, present to reclaimers (and to re-entrant calls)
-    /// until `f` returns or unwinds (invariants 1 and 4).
-    ///
-    /// # Safety
-    ///
-    /// `entry` is a live `Local` of this arena owned by the calling thread,
-    /// `thread` its shared part, and the entry is not entered.
-    #[inline(always)]
-    unsafe fn run_on<R>(
-        &self,
-        entry: *mut Local,
-        thread: &ThreadShared,
-        f: impl FnOnce(&mut Local) -> R,
-    ) -> R {
-        /// Marks the entry outside again, on return and on unwind alike.
-        struct Exit<'a> {
-            seq: *const u64,
-            presence: &'a Presence,
-        }
-        impl Drop for Exit<'_> {
-            #[inline(always)]
-            fn drop(&mut self) {
-                // SAFETY: `seq` is the owner's own field, read by no one
-                // else, and the entry is alive (the caller's contract); `f`
-                // has returned, so no `&mut Local` covers it now.
-                self.presence.exit(unsafe { *self.seq });
+        if uid == self.uid {
+            // SAFETY: a cached entry of this arena is alive while the arena
+            // is (we are in one of its methods); `thread` is its shared
+            // part, in an `Arc` the entry holds.
+            let thread = unsafe { &*thread };
+            if let Some(entered) = thread.presence.try_enter() {
+                // SAFETY: this thread's live entry, entered just now.
+                return unsafe { run_entered(entry, thread, entered, f) };
             }
         }
-        // SAFETY: the caller's contract; `seq` is written only by this
-        // thread and read by no one else (invariant 4).
-        unsafe {
-            thread
-                .presence
-                .enter(&mut *std::ptr::addr_of_mut!((*entry).seq))
-        };
-        let _exit = Exit {
-            // SAFETY: as above (a raw field pointer, no reference).
-            seq: unsafe { std::ptr::addr_of!((*entry).seq) },
-            presence: &thread.presence,
-        };
-        LAST.set((self.uid, entry, thread));
-        // SAFETY: no other reference to the entry exists while `f` runs:
-        // the presence reads entered, which every path refuses to hand out
-        // again (invariant 1), and keeps reclaimers out (invariant 4).
-        f(unsafe { &mut *entry })
+        self.with_local_slow(f)
+    }
+
+    /// `with_local` past its one-compare fast path: another arena was
+    /// used last, the entry is new, in use (re-entrant call) or gone.
+    #[cold]
+    #[inline(never)]
+    fn with_local_slow<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
+        if let Some((entry, thread)) = self.find_local() {
+            // SAFETY: `find_local` returns live entries of this arena.
+            let thread = unsafe { &*thread };
+            if let Some(entered) = thread.presence.try_enter() {
+                // SAFETY: as above, entered just now.
+                return unsafe { run_entered(entry, thread, entered, f) };
+            }
+        }
+        self.run_on_temporary(f)
     }
 
     /// Runs `f` on an entry made for this call alone (see `with_local`).
     /// Slow (a registration with the collector), and only for calls from
-    /// thread-local destructors and re-entrant calls.
+    /// thread-local destructors and re-entrant calls. `LAST` is left as it
+    /// was: it never caches a temporary entry.
     #[cold]
     #[inline(never)]
     fn run_on_temporary<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
-        /// Frees the temporary entry and puts back what `LAST` cached before
-        /// (`run_on` caches the entry it ran on), on return and on unwind.
-        struct Free(ListEntry, (u64, *mut Local, *const ThreadShared));
+        /// Frees the temporary entry, on return and on unwind alike.
+        struct Free(ListEntry);
         impl Drop for Free {
             fn drop(&mut self) {
-                LAST.set(self.1);
                 // SAFETY: made by `new_local` for this call alone; `f` has
-                // returned, so no reference to it is live, and `LAST` no
-                // longer points at it.
+                // returned, so no reference to it is live; no `LAST` or
+                // list holds it.
                 unsafe { detach_and_free(self.0.local) };
             }
         }
-        let entry = Free(self.new_local(), LAST.get());
+        let entry = Free(self.new_local());
         let thread: &ThreadShared = &entry.0.thread;
-        // SAFETY: a new entry of this arena, owned by this call, not
-        // entered.
-        unsafe { self.run_on(entry.0.local.as_ptr(), thread, f) }
+        let entered = thread
+            .presence
+            .try_enter()
+            .expect("a new entry is not entered");
+        // SAFETY: a new entry of this arena, owned by this call, entered.
+        unsafe { run_entered(entry.0.local.as_ptr(), thread, entered, f) }
     }
 
     /// This thread's entry for this arena and its shared part, registered
-    /// on first use; `None` if the thread-locals are gone (a call from a
-    /// thread-local destructor) or the entry is entered (a re-entrant
-    /// call). Reads no `Local` (invariant 1).
+    /// on first use and cached in `LAST`; `None` if the thread-locals are
+    /// gone (a call from a thread-local destructor). Whether the entry is
+    /// in use is the caller's to check (its presence). Reads no `Local`
+    /// (invariant 1).
     #[cold]
     #[inline(never)]
     fn find_local(&self) -> Option<(*mut Local, *const ThreadShared)> {
@@ -470,8 +440,9 @@ impl Reclaimer {
                     }
                 };
                 let e = &locals.0[k];
-                let thread: *const ThreadShared = &**e.thread;
-                (!e.thread.presence.is_entered()).then_some((e.local.as_ptr(), thread))
+                let found: (*mut Local, *const ThreadShared) = (e.local.as_ptr(), &**e.thread);
+                LAST.set((self.uid, found.0, found.1));
+                Some(found)
             })
             .ok()
             .flatten()
@@ -489,7 +460,6 @@ impl Reclaimer {
         let local = Box::new(Local {
             shared: Arc::downgrade(&shared),
             thread: Arc::clone(&thread),
-            seq: 0,
             owned: shared.adopt(),
             free_slots: Vec::new(),
             retired: Vec::new(),
@@ -523,7 +493,11 @@ impl Reclaimer {
         let entry = if uid == self.uid && !unsafe { (*thread).presence.is_entered() } {
             Some(entry)
         } else {
-            self.find_local().map(|(entry, _)| entry)
+            // SAFETY: `find_local` returns live entries and their shared
+            // parts.
+            self.find_local()
+                .filter(|&(_, thread)| !unsafe { (*thread).presence.is_entered() })
+                .map(|(entry, _)| entry)
         };
         match entry {
             // SAFETY: a live entry of this thread that no `&mut` covers now
@@ -582,7 +556,7 @@ impl Reclaimer {
             // hold the registry lock); we hold its takeover, so its owner is
             // outside and waits (invariant 4); these are the takeable fields
             // only, disjoint from what the owner's thread may still read
-            // (`handle`, `seq`, `thread`, `shared`).
+            // (`handle`, `thread`, `shared`).
             let state = unsafe {
                 let fresh = shared.slab.owned_slab();
                 *std::ptr::addr_of_mut!((*p).retired_records) = 0;
@@ -599,6 +573,35 @@ impl Reclaimer {
         }
         (report, taken)
     }
+}
+
+/// Runs `f` on `entry`, which the calling thread just entered, and exits on
+/// return and on unwind alike (invariants 1 and 4).
+///
+/// # Safety
+///
+/// `entry` is a live `Local` owned by the calling thread, `thread` its
+/// shared part, and `entered` what its `try_enter` just returned.
+#[inline(always)]
+unsafe fn run_entered<R>(
+    entry: *mut Local,
+    thread: &ThreadShared,
+    entered: u64,
+    f: impl FnOnce(&mut Local) -> R,
+) -> R {
+    /// Marks the entry outside again, on return and on unwind alike.
+    struct Exit<'a>(&'a Presence, u64);
+    impl Drop for Exit<'_> {
+        #[inline(always)]
+        fn drop(&mut self) {
+            self.0.exit(self.1);
+        }
+    }
+    let _exit = Exit(&thread.presence, entered);
+    // SAFETY: no other reference to the entry exists while `f` runs: its
+    // presence reads entered, which every path refuses to hand out again
+    // (invariant 1), and which keeps reclaimers out (invariant 4).
+    f(unsafe { &mut *entry })
 }
 
 /// Frees this thread's entries of arenas that are gone (reads no `Local`).

@@ -229,6 +229,16 @@ fn identity(uid: u64) -> (u32, u32) {
     ((z >> 32) as u32 & !INDEX_MASK, z as u32 & !1)
 }
 
+/// A full table: the thread's stash goes back to the shared free lists,
+/// where other threads' inserts can reach it.
+#[cold]
+#[inline(never)]
+fn return_stash(shared: &Shared, local: &mut Local) {
+    for entry in local.free_slots.drain(..) {
+        shared.slots.release(entry.index());
+    }
+}
+
 pub(crate) struct RawArena {
     /// Identity marks every handle of this arena carries (invariant 5).
     id_tag: u32,
@@ -560,10 +570,8 @@ impl RawArena {
                     .push(StashedSlot::new(index, generation.wrapping_add(1), slot));
             } else {
                 shared.slots.release(index);
-                // A full table: this thread's stash goes back too, so other
-                // threads' inserts can reach it.
-                for entry in local.free_slots.drain(..) {
-                    shared.slots.release(entry.index());
+                if shared.slots.is_exhausted() {
+                    return_stash(shared, local);
                 }
             }
             local.add_records(-1);

@@ -78,7 +78,8 @@ fn heavy_fence() -> bool {
 /// docs.
 #[derive(Debug)]
 pub struct Presence {
-    /// The owner's operation count (`<< 1`) and `BUSY` while inside.
+    /// The owner's operation count (`<< 1`) and `BUSY` while inside;
+    /// written by the owner only.
     state: AtomicU64,
     /// `NONE`, `REQUESTED` or `TAKEN` (invariant 3).
     takeover: AtomicU8,
@@ -99,20 +100,27 @@ impl Presence {
         }
     }
 
-    /// Owner: marks the start of an operation on its state. `seq` is the
-    /// owner's own count of operations (it is bumped here and published,
-    /// so a reclaimer can tell an idle owner from a busy one). Returns true
-    /// if a reclaimer took the state over since the owner's last operation
-    /// (the owner then sees what the reclaimer left: invariant 2).
+    /// Owner: marks the start of an operation on its state, unless it is
+    /// inside one already (a re-entrant call: `None`, and nothing changes).
+    /// Returns the value to pass to [`exit`](Self::exit). The owner's count
+    /// of operations lives in the state word itself (bumped here), so a
+    /// reclaimer can tell an idle owner from a busy one; if a reclaimer
+    /// took the state over since the owner's last operation, the owner sees
+    /// what the reclaimer left (invariant 2).
     #[inline(always)]
-    pub fn enter(&self, seq: &mut u64) -> bool {
-        *seq = seq.wrapping_add(1);
-        self.state.store((*seq << 1) | BUSY, Ordering::Relaxed);
+    pub fn try_enter(&self) -> Option<u64> {
+        // Only the owner writes `state`: a plain load and store.
+        let state = self.state.load(Ordering::Relaxed);
+        if state & BUSY != 0 {
+            return None;
+        }
+        let next = state.wrapping_add(2);
+        self.state.store(next | BUSY, Ordering::Relaxed);
         light_fence();
         if self.takeover.load(Ordering::Relaxed) != NONE {
-            return self.wait_out_takeover();
+            self.wait_out_takeover();
         }
-        false
+        Some(next)
     }
 
     #[cold]
@@ -134,10 +142,11 @@ impl Presence {
         }
     }
 
-    /// Owner: marks the end of an operation (`seq` as `enter` left it).
+    /// Owner: marks the end of an operation (`entered`: what
+    /// [`try_enter`](Self::try_enter) returned).
     #[inline(always)]
-    pub fn exit(&self, seq: u64) {
-        self.state.store(seq << 1, Ordering::Release);
+    pub fn exit(&self, entered: u64) {
+        self.state.store(entered, Ordering::Release);
     }
 
     /// Reclaimer: the owner's published operation count, and whether it is

@@ -68,15 +68,7 @@ pub(crate) fn bump(
         let first_new = active.touched;
         active.touched = end.next_multiple_of(page);
         if active.touch_new_pages {
-            for at in (first_new..active.touched.min(slab_bytes)).step_by(page) {
-                // SAFETY: `at < touched <= slab_bytes` (slabs are whole
-                // pages): inside the slab's mapping. The page is past the
-                // cursor's high-water mark, so no live allocation is in it
-                // (every allocation made since the slab was acquired ends
-                // below `touched`, and the slab was empty when acquired);
-                // nothing can read these bytes until this call returns.
-                unsafe { active.base.add(at).as_ptr().write_volatile(0) };
-            }
+            touch_pages(active, first_new, page, slab_bytes);
         }
         active
             .entry()
@@ -85,6 +77,24 @@ pub(crate) fn bump(
     }
     // SAFETY: `start < end <= slab_bytes`: inside the slab's mapping.
     Some(unsafe { active.base.add(start) })
+}
+
+/// Writes a byte of each page from `from` up to the slab's `touched` mark
+/// ([`ReleaseMode::Free`](crate::ReleaseMode::Free); see `touch_new_pages`).
+/// Out of line: once per page, and it keeps the bump small enough to inline.
+#[cold]
+#[inline(never)]
+fn touch_pages(active: &ActiveSlab, from: usize, page: usize, slab_bytes: usize) {
+    let end = active.touched.min(slab_bytes);
+    for at in (from..end).step_by(page) {
+        // SAFETY: `at < touched <= slab_bytes` (slabs are whole pages):
+        // inside the slab's mapping. The page is past the cursor's previous
+        // high-water mark, so no live allocation is in it (every allocation
+        // made since the slab was acquired ends below that mark, and the
+        // slab was empty when acquired); nothing can read these bytes until
+        // the bump that called this returns.
+        unsafe { active.base.add(at).as_ptr().write_volatile(0) };
+    }
 }
 
 /// A slab reserved by [`SlabArena::reserve_target`] for a compaction pass.
