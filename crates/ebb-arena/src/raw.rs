@@ -147,6 +147,34 @@ macro_rules! arena_maintenance {
 
 pub(crate) use arena_maintenance;
 
+/// Compaction through the maintenance contract, under the arena's
+/// run-time `compaction_policy()`, for either arena type.
+macro_rules! impl_maintenance {
+    ($ty:ty $(, $param:ident : $($bound:tt)+)?) => {
+        impl$(<$param: $($bound)+>)? ebb_core::maintenance::Maintenance for $ty {
+            fn maintenance_kind(&self) -> ebb_core::maintenance::MaintenanceKind {
+                ebb_core::maintenance::MaintenanceKind::Arena
+            }
+
+            fn maintenance_due(&self) -> Option<ebb_core::maintenance::Due> {
+                self.raw.maintenance_due()
+            }
+
+            fn run_maintenance(
+                &self,
+                token: &$crate::CancellationToken,
+            ) -> Result<
+                ebb_core::maintenance::MaintenanceReport,
+                ebb_core::maintenance::MaintenanceError,
+            > {
+                self.raw.run_maintenance(token)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_maintenance;
+
 /// How a record's length is known.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum RecordFormat {

@@ -192,22 +192,4 @@ impl<T: Copy + Send + Sync> TypedArena<T> {
     crate::raw::arena_maintenance!();
 }
 
-/// Compaction through the maintenance contract, under the arena's
-/// [`compaction_policy`].
-impl<T: Copy + Send + Sync> ebb_core::maintenance::Maintenance for TypedArena<T> {
-    fn maintenance_kind(&self) -> ebb_core::maintenance::MaintenanceKind {
-        ebb_core::maintenance::MaintenanceKind::Arena
-    }
-
-    fn maintenance_due(&self) -> Option<ebb_core::maintenance::Due> {
-        self.raw.maintenance_due()
-    }
-
-    fn run_maintenance(
-        &self,
-        token: &CancellationToken,
-    ) -> Result<ebb_core::maintenance::MaintenanceReport, ebb_core::maintenance::MaintenanceError>
-    {
-        self.raw.run_maintenance(token)
-    }
-}
+crate::raw::impl_maintenance!(TypedArena<T>, T: Copy + Send + Sync);
