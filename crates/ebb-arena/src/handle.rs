@@ -6,12 +6,13 @@
 //! matches again, even after its slot is reused (until 2^31 reuses of one
 //! slot wrap the counter).
 //!
-//! A handle also carries its arena's identity: a 4-bit tag above the 28-bit
-//! index, and the generation XORed with a 31-bit salt, both derived from the
-//! arena's unique id. A handle of another arena therefore finds nothing,
-//! except by a coincidence of tag and salted generation (about one in 2^35
-//! lookups of a foreign handle); even then it reads a live record of this
-//! arena, never freed memory: any bits are safe (see `from_bits`).
+//! A handle also carries its arena's identity: its bits are XORed with a
+//! 63-bit salt derived from the arena's unique id (the generation's parity
+//! bit is left alone). A handle of another arena therefore decodes to a
+//! scrambled index (past the table 15 times in 16) and generation, and finds
+//! nothing except by a coincidence of about one in 2^35; even then it reads
+//! a live record of this arena, never freed memory: any bits are safe (see
+//! `from_bits`).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};

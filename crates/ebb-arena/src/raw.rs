@@ -32,9 +32,12 @@
 //! 3. Every occupied slot's place is a live allocation of `slab`, and each
 //!    live allocation is referenced by at most one slot.
 //! 4. At most one compaction runs at a time (`compacting`).
-//! 5. A handle's bits are `(index | id_tag) << 32 | (generation ^
-//!    id_salt)`: every handle this arena issues carries its tag and salt, and
-//!    a handle without the tag decodes to nothing.
+//! 5. A handle's bits are `(index << 32 | generation) ^ id_salt`, the salt
+//!    unique to this arena with the generation's parity bit clear: every
+//!    handle this arena issues carries it, and another arena's handle
+//!    decodes to a scrambled index and generation, which find nothing but
+//!    by a coincidence of about one in 2^35 (and then a live record of this
+//!    arena, never freed memory: slot invariant 2).
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -241,20 +244,15 @@ pub struct ArenaStats {
     pub slabs_compacted_total: u64,
 }
 
-/// The index bits of a handle's high half; the 4 bits above are the
-/// arena's tag.
-const INDEX_MASK: u32 = (1 << 28) - 1;
-const _: () = assert!(crate::slots::MAX_SLOTS as u64 <= INDEX_MASK as u64 + 1);
-
-/// A handle's identity marks for the arena with reclaimer uid `uid`:
-/// (tag in the 4 bits above the index, even salt XORed into generations).
-fn identity(uid: u64) -> (u32, u32) {
-    // splitmix64: uids 1, 2, 3... spread over every bit.
+/// The salt XORed into every handle of the arena with reclaimer uid `uid`
+/// (invariant 5): splitmix64 of the uid, with the generation's parity bit
+/// clear so that a salted generation is odd exactly when the slot's is.
+fn identity(uid: u64) -> u64 {
     let mut z = uid.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    ((z >> 32) as u32 & !INDEX_MASK, z as u32 & !1)
+    z & !1
 }
 
 /// A full table: the thread's stash goes back to the shared free lists,
@@ -268,9 +266,8 @@ fn return_stash(shared: &Shared, local: &mut Local) {
 }
 
 pub(crate) struct RawArena {
-    /// Identity marks every handle of this arena carries (invariant 5).
-    id_tag: u32,
-    id_salt: u32,
+    /// The salt every handle of this arena carries (invariant 5).
+    id_salt: u64,
     /// The slab arena and the handle table, shared weakly with the threads'
     /// entries (see `reclaim`).
     pub(crate) shared: Arc<Shared>,
@@ -311,9 +308,8 @@ impl RawArena {
         let offset_mask = slab.slab_bytes() - 1;
         let shared = Arc::new(Shared::new(slab, slots));
         let reclaim = Reclaimer::new(&shared);
-        let (id_tag, id_salt) = identity(reclaim.uid());
+        let id_salt = identity(reclaim.uid());
         Ok(RawArena {
-            id_tag,
             id_salt,
             reclaim,
             shared,
@@ -335,16 +331,17 @@ impl RawArena {
     /// The bits of the handle of the record at (`index`, `generation`).
     #[inline]
     fn handle_bits(&self, (index, generation): (u32, u32)) -> u64 {
-        (u64::from(index | self.id_tag) << 32) | u64::from(generation ^ self.id_salt)
+        ((u64::from(index) << 32) | u64::from(generation)) ^ self.id_salt
     }
 
-    /// The (index, generation) a handle's bits name in this arena, or
-    /// `None` if they carry another arena's tag (invariant 5).
+    /// The (index, generation) a handle's bits name in this arena
+    /// (invariant 5). Bits of another arena decode to an index that is
+    /// almost always past the table (15 in 16) or, if not, to a generation
+    /// that matches the slot's about once in 2^31.
     #[inline]
     fn decode(&self, bits: u64) -> Option<(u32, u32)> {
-        let high = (bits >> 32) as u32;
-        (high & !INDEX_MASK == self.id_tag)
-            .then_some((high & INDEX_MASK, bits as u32 ^ self.id_salt))
+        let raw = bits ^ self.id_salt;
+        Some(((raw >> 32) as u32, raw as u32))
     }
 
     #[inline]
