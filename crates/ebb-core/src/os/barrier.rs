@@ -21,7 +21,14 @@ fn membarrier(cmd: libc::c_long) -> libc::c_long {
     // SAFETY: `membarrier` takes two integers and a CPU id, reads and
     // writes no memory of ours; any `cmd` is safe to pass (unknown ones
     // fail with EINVAL).
-    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_long, 0 as libc::c_long) }
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            cmd,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    }
 }
 
 /// Whether this process registered for private expedited membarriers
