@@ -339,9 +339,9 @@ impl RawArena {
     /// almost always past the table (15 in 16) or, if not, to a generation
     /// that matches the slot's about once in 2^31.
     #[inline]
-    fn decode(&self, bits: u64) -> Option<(u32, u32)> {
+    fn decode(&self, bits: u64) -> (u32, u32) {
         let raw = bits ^ self.id_salt;
-        Some(((raw >> 32) as u32, raw as u32))
+        ((raw >> 32) as u32, raw as u32)
     }
 
     #[inline]
@@ -525,7 +525,7 @@ impl RawArena {
     /// Pins and returns a pointer to the record, if the handle is current.
     #[inline]
     pub fn read(&self, bits: u64) -> Option<(Guard, NonNull<u8>)> {
-        let (index, generation) = self.decode(bits)?;
+        let (index, generation) = self.decode(bits);
         let slot = self.shared.slots.get(index)?;
         // Pin before loading the place, so it cannot be freed under us.
         let guard = self.reclaim.pin();
@@ -576,9 +576,7 @@ impl RawArena {
 
     #[inline]
     pub fn remove(&self, format: RecordFormat, bits: u64) -> bool {
-        let Some((index, generation)) = self.decode(bits) else {
-            return false;
-        };
+        let (index, generation) = self.decode(bits);
         let shared = &*self.shared;
         let Some(slot) = shared.slots.get(index) else {
             return false;
@@ -621,9 +619,7 @@ impl RawArena {
         len: usize,
         write: impl FnOnce(*mut u8),
     ) -> Result<bool> {
-        let Some((index, generation)) = self.decode(bits) else {
-            return Ok(false);
-        };
+        let (index, generation) = self.decode(bits);
         if generation & 1 == 0 {
             return Ok(false);
         }

@@ -123,9 +123,11 @@ impl Presence {
         Some(next)
     }
 
+    /// Waits while a reclaimer decides or works; acknowledges a finished
+    /// takeover (its Acquire load makes the reclaimer's writes visible).
     #[cold]
     #[inline(never)]
-    fn wait_out_takeover(&self) -> bool {
+    fn wait_out_takeover(&self) {
         let mut spins = 0;
         loop {
             match self.takeover.load(Ordering::Acquire) {
@@ -135,9 +137,9 @@ impl Presence {
                 }
                 TAKEN => {
                     self.takeover.store(NONE, Ordering::Release);
-                    return true;
+                    return;
                 }
-                _ => return false,
+                _ => return,
             }
         }
     }
