@@ -4,7 +4,7 @@
 //!
 //! Invariants:
 //! 1. A stripe's `state` is reached only through a [`StripeGuard`], which
-//!    exists only while its thread holds `locked` (acquire on lock, release
+//!    exists only while its thread holds `lock` (acquire on lock, release
 //!    on unlock), so accesses to the state are serialized.
 //! 2. A stripe's [`OwnerCounter`]s are written only by the holder of that
 //!    stripe's lock, so a plain load + store counts exactly, and readers on
@@ -13,7 +13,7 @@
 use std::cell::{Cell, UnsafeCell};
 
 use crossbeam_utils::CachePadded;
-use ebb_core::sync::{AtomicBool, AtomicU64, Ordering};
+use ebb_core::sync::{AtomicU64, Ordering, TasGuard, TasLock};
 
 thread_local! {
     /// This thread's preferred stripe (before masking). Moves on when the
@@ -82,15 +82,15 @@ impl OwnerCounter {
 
 /// One stripe: counters readable without the lock, state behind it.
 pub(crate) struct Stripe<S, C> {
-    locked: AtomicBool,
-    /// Readable by anyone; written only under `locked` (invariant 2).
+    lock: TasLock,
+    /// Readable by anyone; written only under `lock` (invariant 2).
     pub(crate) counters: C,
     /// Reached only through a guard (invariant 1).
     state: UnsafeCell<S>,
 }
 
 // SAFETY: `state` is only reached through a `StripeGuard`, which exists only
-// while `locked` is held by its thread (invariant 1), so the state moves
+// while `lock` is held by its thread (invariant 1), so the state moves
 // between threads like a value behind a mutex: `S: Send` is all it needs.
 // The counters are atomics and need `C: Sync`.
 unsafe impl<S: Send, C: Sync> Sync for Stripe<S, C> {}
@@ -110,7 +110,7 @@ impl<S, C> Stripes<S, C> {
             .map(|i| {
                 let (state, counters) = make(i);
                 CachePadded::new(Stripe {
-                    locked: AtomicBool::new(false),
+                    lock: TasLock::new(),
                     counters,
                     state: UnsafeCell::new(state),
                 })
@@ -166,29 +166,20 @@ impl<S, C> Stripes<S, C> {
     #[inline]
     pub(crate) fn try_lock(&self, index: usize) -> Option<StripeGuard<'_, S, C>> {
         let stripe = &self.stripes[index];
-        // Test before test-and-set: a taken lock costs no write. The guard
-        // is built only on success (a guard dropped after a failed attempt
-        // would unlock the owner's lock).
-        if !stripe.locked.load(Ordering::Relaxed) && !stripe.locked.swap(true, Ordering::Acquire) {
-            Some(StripeGuard { stripe, index })
-        } else {
-            None
-        }
+        Some(StripeGuard {
+            stripe,
+            index,
+            _lock: stripe.lock.try_lock()?,
+        })
     }
 
     /// Takes stripe `index`, waiting for it.
     pub(crate) fn lock(&self, index: usize) -> StripeGuard<'_, S, C> {
-        let mut spins = 0u32;
-        loop {
-            if let Some(guard) = self.try_lock(index) {
-                return guard;
-            }
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+        let stripe = &self.stripes[index];
+        StripeGuard {
+            stripe,
+            index,
+            _lock: stripe.lock.lock(),
         }
     }
 
@@ -202,6 +193,8 @@ impl<S, C> Stripes<S, C> {
 pub(crate) struct StripeGuard<'a, S, C> {
     stripe: &'a Stripe<S, C>,
     index: usize,
+    /// Held for the guard's life; released as it drops.
+    _lock: TasGuard<'a>,
 }
 
 impl<'a, S, C> StripeGuard<'a, S, C> {
@@ -223,12 +216,6 @@ impl<'a, S, C> StripeGuard<'a, S, C> {
         //   so it cannot outlive the lock.
         let state = unsafe { &mut *self.stripe.state.get() };
         (state, &self.stripe.counters)
-    }
-}
-
-impl<S, C> Drop for StripeGuard<'_, S, C> {
-    fn drop(&mut self) {
-        self.stripe.locked.store(false, Ordering::Release);
     }
 }
 

@@ -3,7 +3,9 @@
 //! `arena` module's.
 
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ebb_core::sync::{TasGuard, TasLock};
 
 use crate::active::ActiveSlab;
 use crate::arena::SlabArena;
@@ -36,12 +38,12 @@ fn thread_slot() -> u32 {
 /// instructions except the rare refill, and a thread that finds its shard
 /// taken moves to another one rather than wait (`lock_shard`).
 pub(crate) struct Shard {
-    locked: AtomicBool,
+    lock: TasLock,
     active: UnsafeCell<Option<ActiveSlab>>,
 }
 
 // SAFETY: `active` is only reached through a `ShardGuard`, which exists only
-// while `locked` is held by its thread (acquire on lock, release on unlock),
+// while `lock` is held by its thread (acquire on lock, release on unlock),
 // so accesses to it are serialized; `ActiveSlab`'s pointers point into the
 // arena's mappings and table, which are shared by design.
 unsafe impl Sync for Shard {}
@@ -51,43 +53,33 @@ unsafe impl Send for Shard {}
 impl Shard {
     pub(crate) fn new() -> Shard {
         Shard {
-            locked: AtomicBool::new(false),
+            lock: TasLock::new(),
             active: UnsafeCell::new(None),
         }
     }
 
     #[inline]
     pub(crate) fn try_lock(&self) -> Option<ShardGuard<'_>> {
-        // Test before test-and-set: a taken lock costs no write. The guard is
-        // made only on success: a guard dropped after a failed attempt would
-        // unlock the owner's lock (Miri caught exactly that with an eager
-        // `then_some`).
-        if !self.locked.load(Ordering::Relaxed) && !self.locked.swap(true, Ordering::Acquire) {
-            Some(ShardGuard { shard: self })
-        } else {
-            None
-        }
+        Some(ShardGuard {
+            shard: self,
+            _lock: self.lock.try_lock()?,
+        })
     }
 
     #[cold]
     pub(crate) fn lock(&self) -> ShardGuard<'_> {
-        let mut spins = 0u32;
-        loop {
-            if let Some(g) = self.try_lock() {
-                return g;
-            }
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+        ShardGuard {
+            shard: self,
+            _lock: self.lock.lock(),
         }
     }
 }
 
+/// Access to a shard's active slab; exists only while `_lock` holds the
+/// shard's lock, which it releases as it drops.
 pub(crate) struct ShardGuard<'a> {
     shard: &'a Shard,
+    _lock: TasGuard<'a>,
 }
 
 impl std::ops::Deref for ShardGuard<'_> {
@@ -103,12 +95,6 @@ impl std::ops::DerefMut for ShardGuard<'_> {
         // SAFETY: the guard holds the shard's lock, and `&mut self` makes
         // this the only reference through it.
         unsafe { &mut *self.shard.active.get() }
-    }
-}
-
-impl Drop for ShardGuard<'_> {
-    fn drop(&mut self) {
-        self.shard.locked.store(false, Ordering::Release);
     }
 }
 
