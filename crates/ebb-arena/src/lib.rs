@@ -19,7 +19,7 @@ pub use compact::{CompactionPolicy, CompactionReport};
 pub use error::{CompactionError, Error, Result};
 pub use handle::{BlobHandle, Handle};
 pub use local::ThreadsReclaimed;
-pub use raw::ArenaStats;
+pub use raw::{ArenaStats, DEFAULT_COMPACTION_HEADROOM_SLABS};
 pub use scan::{DEFAULT_SCAN_CHUNK, ScanCursor, ScanReport};
 pub use typed::{Ref, TypedArena};
 

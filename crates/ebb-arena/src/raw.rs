@@ -288,6 +288,10 @@ pub(crate) struct RawArena {
     pub(crate) drain_scratch: Mutex<Vec<Vec<Retired>>>,
 }
 
+/// Slabs of budget headroom an arena keeps for its compactions by default:
+/// one target being filled and the next.
+pub const DEFAULT_COMPACTION_HEADROOM_SLABS: usize = 2;
+
 impl RawArena {
     pub fn new(config: SlabConfig, format: RecordFormat) -> Result<RawArena> {
         Self::with_slots(config, format, SlotTable::new())
@@ -304,7 +308,13 @@ impl RawArena {
     }
 
     fn with_slots(config: SlabConfig, format: RecordFormat, slots: SlotTable) -> Result<RawArena> {
+        // A compacting arena keeps room in the budget for its compaction's
+        // target slabs unless told otherwise.
+        let headroom = config
+            .compaction_headroom_slabs()
+            .unwrap_or(DEFAULT_COMPACTION_HEADROOM_SLABS);
         let slab = SlabArena::new(config)?;
+        slab.set_compaction_headroom_slabs(headroom);
         let offset_mask = slab.slab_bytes() - 1;
         let shared = Arc::new(Shared::new(slab, slots));
         let reclaim = Reclaimer::new(&shared);

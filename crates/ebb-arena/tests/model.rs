@@ -227,8 +227,7 @@ fn compaction_below_min_reclaim_does_nothing() {
 }
 
 #[test]
-fn over_budget_insert_and_compaction_fail_cleanly() {
-    use ebb_arena::CompactionError;
+fn over_budget_insert_fails_cleanly_and_compaction_runs_at_the_limit() {
     use ebb_core::MemoryBudget;
     const SLAB: u64 = 16 << 10;
     let budget = MemoryBudget::new(8 * SLAB);
@@ -237,9 +236,14 @@ fn over_budget_insert_and_compaction_fail_cleanly() {
             .with_slab_bytes(SLAB as usize)
             .with_shards(1)
             .with_max_retained_slabs(0)
-            .with_reservation(budget.reservation("arena:test")),
+            .with_budget(&budget, "arena:test"),
     )
     .unwrap();
+    assert_eq!(
+        budget.headroom_bytes(),
+        2 * SLAB,
+        "two slabs kept for compaction"
+    );
     let mut handles = Vec::new();
     let err = loop {
         match arena.insert(&[7u8; 500]) {
@@ -250,30 +254,42 @@ fn over_budget_insert_and_compaction_fail_cleanly() {
     let numbers = err.budget_exceeded().expect("a budget refusal");
     assert_eq!(numbers.consumer, "arena:test");
     assert_eq!(numbers.limit_bytes, 8 * SLAB);
+    assert_eq!(numbers.headroom_bytes, 2 * SLAB);
     assert_eq!(
         arena.len(),
         handles.len(),
         "the refused insert stored nothing"
     );
-    // Make every slab sparse; the budget is still full, so the compaction
-    // cannot get a target slab.
+    // Writes stopped short of the headroom.
+    assert_eq!(budget.reserved_bytes(), 6 * SLAB);
+    // Make every slab sparse. Writes cannot get another slab, but the
+    // compaction takes its targets from the headroom and gives memory back.
     for (i, h) in handles.iter().enumerate() {
         if i % 8 != 0 {
             assert!(arena.remove(*h));
         }
     }
     arena.reclaim();
+    let before = budget.reserved_bytes();
     let policy = CompactionPolicy::default().with_min_reclaim_bytes(0);
-    match arena.compact(&policy, &CancellationToken::new()) {
-        Err(CompactionError::OverBudget { source, report }) => {
-            assert_eq!(source.consumer, "arena:test");
-            assert_eq!(report.records_moved, 0);
-        }
-        other => panic!("expected OverBudget, got {other:?}"),
-    }
+    let report = arena
+        .compact(&policy, &CancellationToken::new())
+        .expect("compaction runs at the limit");
+    assert!(
+        report.records_moved > 0 && report.bytes_released > 0,
+        "{report:?}"
+    );
+    assert!(
+        budget.reserved_bytes() < before,
+        "compaction gave budget back: {} -> {}",
+        before,
+        budget.reserved_bytes()
+    );
     for (i, h) in handles.iter().enumerate() {
         let expected = (i % 8 == 0).then(|| vec![7u8; 500]);
         assert_eq!(arena.get_vec(*h), expected);
     }
     assert_eq!(arena.len(), handles.len().div_ceil(8));
+    // And writes fit again.
+    arena.insert(&[1u8; 500]).expect("room after compaction");
 }

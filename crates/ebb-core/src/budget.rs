@@ -15,12 +15,34 @@
 //!     └── Reservation "hnsw:graph"       held 1.9 GiB
 //! ```
 //!
+//! Two things make it a contract rather than a counter:
+//!
+//! - **Headroom.** Work that *frees* memory needs a little memory first (a
+//!   compaction copies live records into fresh target slabs before it can
+//!   release the sparse ones). So the budget keeps a headroom that ordinary
+//!   growth cannot take and reclaiming work can: each compacting consumer
+//!   declares its share ([`Reservation::set_headroom`]; an arena declares two
+//!   slabs), writes grow through [`Reservation::try_grow`] up to
+//!   `limit - headroom`, compaction through
+//!   [`Reservation::try_grow_for_reclaim`] up to `limit`. At the limit the
+//!   one operation that gives memory back can still run.
+//! - **A limit that moves.** [`MemoryBudget::set_limit`] changes it at run
+//!   time (an operator, a pressure controller, a cgroup resize); lowering it
+//!   below what is reserved revokes nothing, it refuses growth until
+//!   consumers shrink.
+//!
+//! Consumer names become metric labels, so they are bounded: past
+//! [`MemoryBudget::max_consumer_names`] distinct live names (64 by default)
+//! a new name is accounted as `other`.
+//!
 //! Invariants:
 //!
-//! 1. `reserved` equals the sum of `held` over every live reservation, up to
-//!    the updates in flight on other threads (each update changes both).
-//! 2. [`Reservation::try_grow`] never takes `reserved` above `limit`; only
-//!    [`Reservation::grow`], which documents it, may.
+//! 1. `reserved` equals the sum of `held` over every live reservation, and
+//!    `headroom` the sum of their headroom shares, up to the updates in
+//!    flight on other threads (each update changes both).
+//! 2. [`Reservation::try_grow`] never takes `reserved` above
+//!    `limit - headroom`, [`Reservation::try_grow_for_reclaim`] never above
+//!    `limit`; only [`Reservation::grow`], which documents it, may.
 //! 3. A failed `try_grow` changes nothing.
 //!
 //! The fast path of `try_grow` is one compare-and-swap on the budget's total
@@ -32,17 +54,27 @@
 //! state unchanged.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// How many consumers an over-budget error names.
 const TOP_CONSUMERS: usize = 3;
 
+/// Distinct consumer names a budget accounts separately by default.
+pub const DEFAULT_MAX_CONSUMER_NAMES: usize = 64;
+
+/// The name consumers past the name cap are accounted under.
+pub const OTHER_CONSUMER: &str = "other";
+
 struct BudgetShared {
     /// The limit in bytes; `u64::MAX` means unlimited.
-    limit: u64,
+    limit: AtomicU64,
+    /// Sum of the headroom shares of live reservations (invariant 1).
+    headroom: AtomicU64,
     /// Sum of `held` over live reservations (invariant 1).
     reserved: AtomicU64,
+    /// Distinct names accounted separately; the rest are `other`.
+    max_names: AtomicUsize,
     /// Every reservation made, for stats; dead entries pruned on register.
     consumers: Mutex<Vec<Weak<ConsumerShared>>>,
 }
@@ -50,6 +82,8 @@ struct BudgetShared {
 struct ConsumerShared {
     name: String,
     held: AtomicU64,
+    /// This consumer's share of the budget's headroom.
+    headroom: AtomicU64,
 }
 
 /// A memory limit shared by every consumer of one engine. Cheap to clone
@@ -76,6 +110,7 @@ impl fmt::Debug for MemoryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryBudget")
             .field("limit_bytes", &self.limit_bytes())
+            .field("headroom_bytes", &self.headroom_bytes())
             .field("reserved_bytes", &self.reserved_bytes())
             .finish()
     }
@@ -86,8 +121,10 @@ impl MemoryBudget {
     pub fn new(limit_bytes: u64) -> MemoryBudget {
         MemoryBudget {
             shared: Arc::new(BudgetShared {
-                limit: limit_bytes,
+                limit: AtomicU64::new(limit_bytes),
+                headroom: AtomicU64::new(0),
                 reserved: AtomicU64::new(0),
+                max_names: AtomicUsize::new(DEFAULT_MAX_CONSUMER_NAMES),
                 consumers: Mutex::new(Vec::new()),
             }),
         }
@@ -98,15 +135,44 @@ impl MemoryBudget {
         MemoryBudget::new(u64::MAX)
     }
 
-    /// A new, empty reservation for the consumer `name` (`"slab:kv"`, ...).
-    /// Names should be few and stable: they become metric labels.
+    /// Accounts at most `names` distinct consumer names separately (the
+    /// rest as [`OTHER_CONSUMER`], so stats hold at most `names + 1`);
+    /// applies to reservations made after.
+    pub fn with_max_consumer_names(self, names: usize) -> MemoryBudget {
+        self.shared.max_names.store(names, Ordering::Relaxed);
+        self
+    }
+
+    /// The cap on distinct consumer names.
+    pub fn max_consumer_names(&self) -> usize {
+        self.shared.max_names.load(Ordering::Relaxed)
+    }
+
+    /// A new, empty reservation for the consumer `name` (`"kv"`,
+    /// `"index"`, ...). Names should be few and stable: they become metric
+    /// labels; past the name cap a new name is accounted as `other`.
     pub fn reservation(&self, name: impl Into<String>) -> Reservation {
-        let consumer = Arc::new(ConsumerShared {
-            name: name.into(),
-            held: AtomicU64::new(0),
-        });
+        let mut name = name.into();
         let mut list = self.consumers();
         list.retain(|w| w.strong_count() > 0);
+        let live: Vec<Arc<ConsumerShared>> = list.iter().filter_map(Weak::upgrade).collect();
+        if !live.iter().any(|c| c.name == name) {
+            let mut distinct: Vec<&str> = live
+                .iter()
+                .map(|c| c.name.as_str())
+                .filter(|n| *n != OTHER_CONSUMER)
+                .collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if distinct.len() >= self.max_consumer_names() {
+                name = OTHER_CONSUMER.to_string();
+            }
+        }
+        let consumer = Arc::new(ConsumerShared {
+            name,
+            held: AtomicU64::new(0),
+            headroom: AtomicU64::new(0),
+        });
         list.push(Arc::downgrade(&consumer));
         drop(list);
         Reservation {
@@ -117,7 +183,17 @@ impl MemoryBudget {
 
     /// The limit, or `None` when unlimited.
     pub fn limit_bytes(&self) -> Option<u64> {
-        (self.shared.limit != u64::MAX).then_some(self.shared.limit)
+        let limit = self.shared.limit.load(Ordering::Relaxed);
+        (limit != u64::MAX).then_some(limit)
+    }
+
+    /// Changes the limit at run time (`None`: unlimited). Lowering it below
+    /// what is reserved takes nothing back: growth is refused until the
+    /// consumers shrink under it.
+    pub fn set_limit(&self, limit_bytes: Option<u64>) {
+        self.shared
+            .limit
+            .store(limit_bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Bytes reserved by all consumers together.
@@ -125,9 +201,18 @@ impl MemoryBudget {
         self.shared.reserved.load(Ordering::Relaxed)
     }
 
-    /// Bytes that can still be reserved (`u64::MAX` when unlimited).
+    /// The headroom kept for reclaiming work (the sum of the consumers'
+    /// shares, at most the limit).
+    pub fn headroom_bytes(&self) -> u64 {
+        self.shared.headroom()
+    }
+
+    /// Bytes ordinary growth can still reserve (`limit - headroom -
+    /// reserved`; `u64::MAX` when unlimited).
     pub fn available_bytes(&self) -> u64 {
-        self.shared.limit.saturating_sub(self.reserved_bytes())
+        self.shared
+            .write_limit()
+            .saturating_sub(self.reserved_bytes())
     }
 
     /// A snapshot of the total and of each consumer, largest first.
@@ -135,6 +220,7 @@ impl MemoryBudget {
     pub fn stats(&self) -> BudgetStats {
         BudgetStats {
             limit_bytes: self.limit_bytes(),
+            headroom_bytes: self.headroom_bytes(),
             reserved_bytes: self.reserved_bytes(),
             consumers: self.shared.consumer_totals(),
         }
@@ -151,6 +237,39 @@ impl MemoryBudget {
 }
 
 impl BudgetShared {
+    fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    fn headroom(&self) -> u64 {
+        self.headroom.load(Ordering::Relaxed).min(self.limit())
+    }
+
+    /// What ordinary growth may reach (invariant 2).
+    fn write_limit(&self) -> u64 {
+        self.limit().saturating_sub(self.headroom())
+    }
+
+    /// Adds `bytes` to `reserved` if the total stays within `bound`;
+    /// returns the total seen on refusal.
+    fn try_add(&self, bytes: u64, bound: u64) -> Result<(), u64> {
+        let mut current = self.reserved.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = current.checked_add(bytes).filter(|n| *n <= bound) else {
+                return Err(current);
+            };
+            match self.reserved.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
     fn consumer_totals(&self) -> Vec<ConsumerStats> {
         let list = self
             .consumers
@@ -212,33 +331,57 @@ impl Reservation {
         }
     }
 
-    /// Reserves `bytes` more, or fails without changing anything
-    /// (invariant 3).
+    /// Reserves `bytes` more, within the limit less the headroom, or fails
+    /// without changing anything (invariants 2, 3).
     ///
     /// # Errors
     ///
-    /// [`BudgetExceeded`] when the budget's total would pass its limit; it
-    /// carries the request, what this consumer holds, what is available, the
-    /// limit and the largest consumers.
+    /// [`BudgetExceeded`] when the budget's total would pass its limit less
+    /// the headroom; it carries the request, what this consumer holds, what
+    /// is available, the limit, the headroom and the largest consumers.
     pub fn try_grow(&self, bytes: u64) -> Result<(), BudgetExceeded> {
-        let limit = self.budget.limit;
-        let mut current = self.budget.reserved.load(Ordering::Relaxed);
-        loop {
-            let Some(next) = current.checked_add(bytes).filter(|n| *n <= limit) else {
-                return Err(self.exceeded(bytes, current));
-            };
-            match self.budget.reserved.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(seen) => current = seen,
-            }
-        }
+        self.try_grow_within(bytes, self.budget.write_limit())
+    }
+
+    /// Reserves `bytes` more for work that frees memory (a compaction's
+    /// target slabs), which may take the headroom ordinary growth cannot:
+    /// up to the limit itself (invariant 2).
+    ///
+    /// # Errors
+    ///
+    /// [`BudgetExceeded`] when even the headroom does not hold `bytes`.
+    pub fn try_grow_for_reclaim(&self, bytes: u64) -> Result<(), BudgetExceeded> {
+        self.try_grow_within(bytes, self.budget.limit())
+    }
+
+    fn try_grow_within(&self, bytes: u64, bound: u64) -> Result<(), BudgetExceeded> {
+        self.budget
+            .try_add(bytes, bound)
+            .map_err(|seen| self.exceeded(bytes, seen))?;
         self.consumer.held.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Sets this consumer's share of the budget's headroom: bytes ordinary
+    /// growth (anyone's [`try_grow`](Self::try_grow)) leaves free for
+    /// reclaiming work ([`try_grow_for_reclaim`](Self::try_grow_for_reclaim)).
+    /// A compacting arena declares two of its slabs. Given back on drop.
+    pub fn set_headroom(&self, bytes: u64) {
+        let prev = self.consumer.headroom.swap(bytes, Ordering::Relaxed);
+        if bytes >= prev {
+            self.budget
+                .headroom
+                .fetch_add(bytes - prev, Ordering::Relaxed);
+        } else {
+            self.budget
+                .headroom
+                .fetch_sub(prev - bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// This consumer's share of the headroom.
+    pub fn headroom(&self) -> u64 {
+        self.consumer.headroom.load(Ordering::Relaxed)
     }
 
     /// Reserves `bytes` more even past the limit: for memory already taken
@@ -276,8 +419,9 @@ impl Reservation {
             consumer: self.consumer.name.clone(),
             requested_bytes: requested,
             held_bytes: self.size(),
-            available_bytes: self.budget.limit.saturating_sub(reserved),
-            limit_bytes: self.budget.limit,
+            available_bytes: self.budget.write_limit().saturating_sub(reserved),
+            limit_bytes: self.budget.limit(),
+            headroom_bytes: self.budget.headroom(),
             top_consumers: top
                 .into_iter()
                 .map(|c| (c.name, c.reserved_bytes))
@@ -289,6 +433,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.free();
+        self.set_headroom(0);
     }
 }
 
@@ -301,10 +446,13 @@ pub struct BudgetExceeded {
     pub requested_bytes: u64,
     /// Bytes this consumer already held.
     pub held_bytes: u64,
-    /// Bytes the budget had left.
+    /// Bytes ordinary growth had left (limit less headroom less reserved).
     pub available_bytes: u64,
     /// The budget's limit.
     pub limit_bytes: u64,
+    /// The headroom kept for reclaiming work (compaction), which ordinary
+    /// growth cannot take.
+    pub headroom_bytes: u64,
     /// The largest consumers at the time, with what they held.
     pub top_consumers: Vec<(String, u64)>,
 }
@@ -313,12 +461,13 @@ impl fmt::Display for BudgetExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "memory budget exceeded: {} requested {} bytes, holds {}, {} available of a {} byte limit",
+            "memory budget exceeded: {} requested {} bytes, holds {}, {} available of a {} byte limit ({} kept for compaction)",
             self.consumer,
             self.requested_bytes,
             self.held_bytes,
             self.available_bytes,
-            self.limit_bytes
+            self.limit_bytes,
+            self.headroom_bytes
         )?;
         if !self.top_consumers.is_empty() {
             f.write_str("; top consumers:")?;
@@ -338,6 +487,8 @@ impl std::error::Error for BudgetExceeded {}
 pub struct BudgetStats {
     /// The limit, `None` when unlimited.
     pub limit_bytes: Option<u64>,
+    /// The headroom kept for reclaiming work.
+    pub headroom_bytes: u64,
     /// Bytes reserved in total.
     pub reserved_bytes: u64,
     /// Per consumer name, largest first.
@@ -465,17 +616,77 @@ mod tests {
         assert_eq!(budget.reserved_bytes(), 0);
     }
 
+    #[test]
+    fn headroom_is_kept_from_writes_and_open_to_reclaim() {
+        let budget = MemoryBudget::new(1000);
+        let arena = budget.reservation("kv");
+        arena.set_headroom(200);
+        assert_eq!(budget.headroom_bytes(), 200);
+        assert_eq!(budget.available_bytes(), 800);
+        arena.try_grow(800).unwrap();
+        let err = arena.try_grow(1).unwrap_err();
+        assert_eq!((err.available_bytes, err.headroom_bytes), (0, 200));
+        assert!(err.to_string().contains("200 kept for compaction"), "{err}");
+        // Compaction may take the headroom, and no more.
+        arena.try_grow_for_reclaim(150).unwrap();
+        assert!(arena.try_grow_for_reclaim(51).is_err());
+        arena.try_grow_for_reclaim(50).unwrap();
+        assert_eq!(budget.reserved_bytes(), 1000);
+        arena.set_headroom(50);
+        assert_eq!(budget.headroom_bytes(), 50);
+        drop(arena);
+        assert_eq!((budget.reserved_bytes(), budget.headroom_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn the_limit_changes_at_run_time() {
+        let budget = MemoryBudget::new(100);
+        let a = budget.reservation("a");
+        a.try_grow(80).unwrap();
+        budget.set_limit(Some(50));
+        assert_eq!(budget.limit_bytes(), Some(50));
+        assert!(a.try_grow(1).is_err(), "over the lowered limit");
+        assert_eq!(a.size(), 80, "lowering revokes nothing");
+        a.shrink(40);
+        a.try_grow(10).unwrap();
+        budget.set_limit(None);
+        a.try_grow(1 << 40).unwrap();
+        assert_eq!(budget.limit_bytes(), None);
+    }
+
+    #[test]
+    fn consumer_names_are_capped_as_other() {
+        let budget = MemoryBudget::unlimited().with_max_consumer_names(2);
+        let a = budget.reservation("a");
+        let b = budget.reservation("b");
+        let a2 = budget.reservation("a");
+        let c = budget.reservation("c");
+        assert_eq!(
+            (a.consumer(), b.consumer(), a2.consumer(), c.consumer()),
+            ("a", "b", "a", OTHER_CONSUMER)
+        );
+        drop(b);
+        // A name freed by its last reservation makes room again.
+        assert_eq!(budget.reservation("d").consumer(), "d");
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         TryGrow(usize, u64),
+        TryGrowReclaim(usize, u64),
         Shrink(usize, u64),
+        Headroom(usize, u64),
+        Limit(u64),
         Drop(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             4 => (0..3usize, 0..400u64).prop_map(|(i, b)| Op::TryGrow(i, b)),
+            2 => (0..3usize, 0..400u64).prop_map(|(i, b)| Op::TryGrowReclaim(i, b)),
             2 => (0..3usize, 0..400u64).prop_map(|(i, b)| Op::Shrink(i, b)),
+            1 => (0..3usize, 0..300u64).prop_map(|(i, b)| Op::Headroom(i, b)),
+            1 => (500..1500u64).prop_map(Op::Limit),
             1 => (0..3usize).prop_map(Op::Drop),
         ]
     }
@@ -486,16 +697,22 @@ mod tests {
         /// never passes the limit through try_grow.
         #[test]
         fn budget_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
-            const LIMIT: u64 = 1000;
-            let budget = MemoryBudget::new(LIMIT);
+            let mut limit = 1000u64;
+            let budget = MemoryBudget::new(limit);
             let mut res: Vec<Option<Reservation>> = (0..3).map(|i| Some(budget.reservation(format!("c{i}")))).collect();
             let mut model = [0u64; 3];
+            let mut headroom = [0u64; 3];
             for op in ops {
+                let total = model.iter().sum::<u64>();
+                let kept = headroom.iter().sum::<u64>().min(limit);
                 match op {
-                    Op::TryGrow(i, b) => {
+                    Op::TryGrow(i, b) | Op::TryGrowReclaim(i, b) => {
+                        let reclaim = matches!(op, Op::TryGrowReclaim(..));
                         let r = res[i].get_or_insert_with(|| budget.reservation(format!("c{i}")));
-                        let fits = model.iter().sum::<u64>() + b <= LIMIT;
-                        prop_assert_eq!(r.try_grow(b).is_ok(), fits);
+                        let bound = if reclaim { limit } else { limit - kept };
+                        let fits = total + b <= bound;
+                        let got = if reclaim { r.try_grow_for_reclaim(b) } else { r.try_grow(b) };
+                        prop_assert_eq!(got.is_ok(), fits);
                         if fits { model[i] += b; }
                     }
                     Op::Shrink(i, b) => {
@@ -505,9 +722,20 @@ mod tests {
                             model[i] -= given;
                         }
                     }
-                    Op::Drop(i) => { res[i] = None; model[i] = 0; }
+                    Op::Headroom(i, b) => {
+                        if let Some(r) = &res[i] {
+                            r.set_headroom(b);
+                            headroom[i] = b;
+                        }
+                    }
+                    Op::Limit(l) => {
+                        budget.set_limit(Some(l));
+                        limit = l;
+                    }
+                    Op::Drop(i) => { res[i] = None; model[i] = 0; headroom[i] = 0; }
                 }
                 prop_assert_eq!(budget.reserved_bytes(), model.iter().sum::<u64>());
+                prop_assert_eq!(budget.headroom_bytes(), headroom.iter().sum::<u64>().min(limit));
                 for (i, r) in res.iter().enumerate() {
                     if let Some(r) = r { prop_assert_eq!(r.size(), model[i]); }
                 }

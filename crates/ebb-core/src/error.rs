@@ -36,6 +36,15 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The budget refusal, if this is one (every ebb crate's error answers
+    /// the same question the same way).
+    pub fn budget_exceeded(&self) -> Option<&BudgetExceeded> {
+        match self {
+            Error::BudgetExceeded(e) => Some(e),
+            _ => None,
+        }
+    }
+
     pub(crate) fn os(op: &'static str, source: impl Into<std::io::Error>) -> Self {
         Error::Os {
             op,

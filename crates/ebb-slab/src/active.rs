@@ -8,6 +8,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
 use crate::arena::{SlabArena, SlabId};
+use crate::pool::Charge;
 use crate::table::SlabEntry;
 use crate::{Error, Result, SlabAlloc};
 
@@ -147,7 +148,7 @@ impl SlabArena {
     pub fn reserve_target(&self) -> Result<TargetSlab<'_>> {
         Ok(TargetSlab {
             arena: self,
-            slab: self.acquire_slab()?,
+            slab: self.acquire_slab(Charge::Reclaim)?,
         })
     }
 

@@ -208,12 +208,16 @@ impl SlabArena {
             pool: Mutex::new(SlabPool::default()),
             releases: AtomicU64::new(0),
             release_failures: AtomicU64::new(0),
-            reservation: config.reservation,
+            reservation: config
+                .budget
+                .as_ref()
+                .map(|(budget, name)| budget.reservation(name.clone())),
             owned_key: AtomicU64::new(0),
         };
         arena
             .owned_key
             .store(u64::from(arena.id) << 32, Ordering::Relaxed);
+        arena.set_compaction_headroom_slabs(config.compaction_headroom_slabs.unwrap_or(0));
         tracing::debug!(
             arena = arena.id,
             slab_bytes,
@@ -231,6 +235,21 @@ impl SlabArena {
     /// Bytes per slab.
     pub fn slab_bytes(&self) -> usize {
         self.slab_bytes
+    }
+
+    /// Keeps `slabs` slabs of the budget's headroom for this arena's
+    /// compactions (see
+    /// [`SlabConfig::with_compaction_headroom_slabs`]); a no-op without a
+    /// budget.
+    pub fn set_compaction_headroom_slabs(&self, slabs: usize) {
+        if let Some(r) = &self.reservation {
+            r.set_headroom((slabs as u64).saturating_mul(self.slab_bytes as u64));
+        }
+    }
+
+    /// The budget reservation this arena charges, if it has one.
+    pub fn reservation(&self) -> Option<&Reservation> {
+        self.reservation.as_ref()
     }
 
     /// Allocates `layout.size()` bytes aligned to `layout.align()`.

@@ -1,6 +1,6 @@
 //! [`SlabConfig`] and the knobs it carries.
 
-use ebb_core::Reservation;
+use ebb_core::MemoryBudget;
 
 /// How an empty slab gives its memory back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -56,7 +56,8 @@ pub struct SlabConfig {
     pub(crate) release_mode: ReleaseMode,
     pub(crate) huge_pages: HugePages,
     pub(crate) shards: usize,
-    pub(crate) reservation: Option<Reservation>,
+    pub(crate) budget: Option<(MemoryBudget, String)>,
+    pub(crate) compaction_headroom_slabs: Option<usize>,
 }
 
 impl Default for SlabConfig {
@@ -68,7 +69,8 @@ impl Default for SlabConfig {
             release_mode: ReleaseMode::DontNeed,
             huge_pages: HugePages::System,
             shards: std::thread::available_parallelism().map_or(4, |n| n.get()),
-            reservation: None,
+            budget: None,
+            compaction_headroom_slabs: None,
         }
     }
 }
@@ -90,8 +92,8 @@ impl SlabConfig {
         self
     }
 
-    /// Empty slabs kept mapped (released, no RSS) for reuse; past this they
-    /// are unmapped and their bytes returned to the budget.
+    /// Empty slabs kept mapped (released: no RSS, not charged to the
+    /// budget) for reuse; past this they are unmapped.
     pub fn with_max_retained_slabs(mut self, slabs: usize) -> Self {
         self.max_retained_slabs = slabs;
         self
@@ -130,11 +132,30 @@ impl SlabConfig {
         self
     }
 
-    /// A budget reservation every new mapping grows (and every unmapping
-    /// shrinks). Without one the arena is unlimited.
-    pub fn with_reservation(mut self, reservation: Reservation) -> Self {
-        self.reservation = Some(reservation);
+    /// Charges the arena's slabs to `budget` under the consumer name
+    /// `consumer` (a metric label: keep names few and stable). What is
+    /// charged: every slab whose pages may be resident, from the moment it
+    /// is taken for filling until its pages are released (active, sealed,
+    /// warm slabs and dedicated large mappings; not released slabs kept
+    /// mapped). Without a budget the arena is unlimited.
+    pub fn with_budget(mut self, budget: &MemoryBudget, consumer: impl Into<String>) -> Self {
+        self.budget = Some((budget.clone(), consumer.into()));
         self
+    }
+
+    /// Slabs of budget headroom kept for this arena's compactions: writes
+    /// (anyone's) cannot take them, a compaction's target slabs can, so a
+    /// compaction still runs at the limit. Default: 0 for a bare
+    /// `SlabArena`, 2 for the arenas of ebb-arena, which compact.
+    pub fn with_compaction_headroom_slabs(mut self, slabs: usize) -> Self {
+        self.compaction_headroom_slabs = Some(slabs);
+        self
+    }
+
+    /// The compaction headroom, if set (see
+    /// [`with_compaction_headroom_slabs`](Self::with_compaction_headroom_slabs)).
+    pub fn compaction_headroom_slabs(&self) -> Option<usize> {
+        self.compaction_headroom_slabs
     }
 
     /// Bytes per slab.

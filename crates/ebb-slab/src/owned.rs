@@ -30,6 +30,7 @@ use std::sync::atomic::Ordering;
 use crate::SlabAlloc;
 use crate::active::{ActiveSlab, bump};
 use crate::arena::SlabArena;
+use crate::pool::Charge;
 use crate::{Error, Result};
 
 /// A full slab becomes the spare only if at most half of it is still live
@@ -182,7 +183,7 @@ impl SlabArena {
                 if let Some(spare) = spare {
                     self.seal(spare);
                 }
-                self.acquire_slab()?
+                self.acquire_slab(Charge::Write)?
             }
         };
         if let Some(full) = owned.active.replace(next) {

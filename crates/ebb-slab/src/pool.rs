@@ -2,6 +2,15 @@
 //! or unmapped), reuse, new mappings, and dedicated mappings for large
 //! allocations, with the slow-path bookkeeping ([`SlabPool`]) under one
 //! lock. Invariants cited by number are the `arena` module's.
+//!
+//! What the budget is charged (the arena's reservation): the slabs whose
+//! pages may be resident, i.e. a slab is charged from the moment it is
+//! taken for filling (a new mapping, or a retained one reused) until its
+//! pages are released (madvise), whether its mapping is then retained or
+//! unmapped. Active, sealed and warm slabs and dedicated large mappings are
+//! charged; released (retained) slabs are not. A slab taken for a
+//! compaction's target is charged through the budget's headroom
+//! ([`Charge::Reclaim`]), so compaction can run at the limit.
 
 use std::alloc::Layout;
 use std::collections::BTreeMap;
@@ -19,6 +28,16 @@ use crate::table::{
     SlabEntry,
 };
 use crate::{Error, Result, SlabAlloc};
+
+/// Who a new slab is for, which decides how the budget is asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Charge {
+    /// Ordinary growth: within the limit less the headroom.
+    Write,
+    /// A compaction's target, which frees more than it takes: may use the
+    /// headroom.
+    Reclaim,
+}
 
 /// The slow-path bookkeeping, under one lock.
 #[derive(Default)]
@@ -90,7 +109,7 @@ impl SlabArena {
         if let Some(active) = shard.take() {
             self.seal(active);
         }
-        **shard = Some(self.acquire_slab()?);
+        **shard = Some(self.acquire_slab(Charge::Write)?);
         Ok(())
     }
 
@@ -140,6 +159,9 @@ impl SlabArena {
             }
         };
         self.releases.fetch_add(1, Ordering::Relaxed);
+        // Its pages are gone (or about to be, with the mapping): no longer
+        // charged either way.
+        self.uncharge(entry.len.load(Ordering::Acquire));
         if let Err(e) = &released {
             self.release_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(arena = self.id, slab = id, error = %e, "slab release failed; unmapping it instead");
@@ -179,22 +201,51 @@ impl SlabArena {
     ) -> Option<Mapping> {
         let mapping = entry.mapping.lock().take();
         let base = entry.base.swap(std::ptr::null_mut(), Ordering::AcqRel);
-        let len = entry.len.swap(0, Ordering::AcqRel);
+        entry.len.store(0, Ordering::Release);
         entry.state.store(STATE_UNUSED, Ordering::Release);
         pool.by_addr.remove(&(base as usize));
         entry.touched.store(0, Ordering::Relaxed);
         pool.free_ids.push(id);
-        if let Some(r) = &self.reservation {
-            r.shrink(len as u64);
-        }
         mapping
     }
 
-    /// A slab to fill: a warm one, a retained one, or a new mapping.
-    pub(crate) fn acquire_slab(&self) -> Result<ActiveSlab> {
+    /// Charges `len` bytes of slab to the budget, as `charge` says.
+    fn charge(&self, len: usize, charge: Charge) -> Result<()> {
+        if let Some(r) = &self.reservation {
+            match charge {
+                Charge::Write => r.try_grow(len as u64)?,
+                Charge::Reclaim => r.try_grow_for_reclaim(len as u64)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `len` bytes of slab back to the budget.
+    pub(crate) fn uncharge(&self, len: usize) {
+        if let Some(r) = &self.reservation {
+            r.shrink(len as u64);
+        }
+    }
+
+    /// A slab to fill: a warm one (already charged), a retained one
+    /// (charged now), or a new mapping (charged before it is made). On a
+    /// refusal nothing changes.
+    pub(crate) fn acquire_slab(&self, charge: Charge) -> Result<ActiveSlab> {
         let reused = {
             let mut pool = self.pool.lock();
-            pool.warm.pop().or_else(|| pool.retained.pop())
+            match pool.warm.pop() {
+                Some(id) => Some(id),
+                None => match pool.retained.last() {
+                    Some(&id) => {
+                        // Charged under the pool lock, so a refusal leaves
+                        // the slab where it was.
+                        self.charge(self.slab_bytes, charge)?;
+                        pool.retained.pop();
+                        Some(id)
+                    }
+                    None => None,
+                },
+            }
         };
         let (id, base) = match reused {
             Some(id) => {
@@ -209,7 +260,7 @@ impl SlabArena {
                     HugePages::Enable => Some(Advice::HugePage),
                     HugePages::Disable => Some(Advice::NoHugePage),
                 };
-                self.map_new(self.slab_bytes, self.slab_bytes, hint, None)?
+                self.map_new(self.slab_bytes, self.slab_bytes, hint, None, charge)?
             }
         };
         let entry = self.entry(id);
@@ -237,6 +288,7 @@ impl SlabArena {
         align: usize,
         hint: Option<Advice>,
         large_bytes: Option<u64>,
+        charge: Charge,
     ) -> Result<(u32, NonNull<u8>)> {
         let len = len
             .checked_next_multiple_of(self.page)
@@ -245,13 +297,9 @@ impl SlabArena {
                 align,
                 why: "size overflows",
             })?;
-        if let Some(r) = &self.reservation {
-            r.try_grow(len as u64)?;
-        }
+        self.charge(len, charge)?;
         let undo = |e: Error| {
-            if let Some(r) = &self.reservation {
-                r.shrink(len as u64);
-            }
+            self.uncharge(len);
             e
         };
         let mapping = Mapping::new(len, align).map_err(|e| undo(e.into()))?;
@@ -315,7 +363,8 @@ impl SlabArena {
                 align: layout.align(),
                 why: "size overflows when rounded to pages",
             })?;
-        let (id, base) = self.map_new(len, layout.align(), None, Some(size as u64))?;
+        let (id, base) =
+            self.map_new(len, layout.align(), None, Some(size as u64), Charge::Write)?;
         Ok(self.make_alloc(base, size, id))
     }
 
@@ -325,10 +374,12 @@ impl SlabArena {
             debug_assert!(false, "a dedicated mapping holds one allocation");
             return;
         }
+        let len = entry.len.load(Ordering::Acquire);
         let mapping = {
             let mut pool = self.pool.lock();
             self.forget_mapping(&mut pool, id, entry)
         };
+        self.uncharge(len);
         self.releases.fetch_add(1, Ordering::Relaxed);
         // Unmapped here, outside the locks.
         drop(mapping);

@@ -261,7 +261,7 @@ fn over_budget_fails_cleanly_and_recovers_after_frees() {
             .with_slab_bytes(SLAB)
             .with_shards(1)
             .with_max_retained_slabs(0)
-            .with_reservation(budget.reservation("slab:test")),
+            .with_budget(&budget, "slab:test"),
     )
     .unwrap();
     let l = layout(SLAB / 4, 8);
@@ -306,7 +306,7 @@ fn mmap_failure_is_an_error_and_changes_nothing() {
         SlabConfig::default()
             .with_slab_bytes(SLAB)
             .with_shards(1)
-            .with_reservation(budget.reservation("slab")),
+            .with_budget(&budget, "slab"),
     )
     .unwrap();
     let x = a.alloc(layout(SLAB / 2, 8)).unwrap();
@@ -333,7 +333,7 @@ fn failed_release_unmaps_the_slab_and_is_counted() {
         SlabConfig::default()
             .with_slab_bytes(SLAB)
             .with_shards(1)
-            .with_reservation(budget.reservation("slab")),
+            .with_budget(&budget, "slab"),
     )
     .unwrap();
     let full: Vec<_> = (0..2)
@@ -426,4 +426,79 @@ fn warm_slabs_stay_resident_for_reuse_until_released_on_demand() {
     assert_eq!((s.slabs_warm, s.resident_bytes), (0, 2 * SLAB as u64));
     a.free(active).unwrap();
     a.free(active2).unwrap();
+}
+
+/// The budget is charged what may be resident: a released slab kept mapped
+/// for reuse is given back (it held the charge before the budget contract),
+/// a warm one stays charged, and a reused retained slab is charged again.
+#[test]
+fn the_budget_is_charged_resident_slabs_not_retained_mappings() {
+    let budget = MemoryBudget::unlimited();
+    let a = SlabArena::new(
+        SlabConfig::default()
+            .with_slab_bytes(SLAB)
+            .with_shards(1)
+            .with_max_retained_slabs(4)
+            .with_max_warm_slabs(1)
+            .with_budget(&budget, "slab"),
+    )
+    .unwrap();
+    let half = layout(SLAB / 2, 8);
+    let held: Vec<_> = (0..6).map(|_| a.alloc(half).unwrap()).collect();
+    assert_eq!(budget.reserved_bytes(), 3 * SLAB as u64);
+    for x in held {
+        a.free(x).unwrap();
+    }
+    a.seal_active_slabs();
+    let s = a.stats();
+    assert_eq!((s.slabs_warm, s.slabs_released), (1, 2), "{s:?}");
+    assert_eq!(
+        budget.reserved_bytes(),
+        SLAB as u64,
+        "only the warm slab is charged"
+    );
+    // Reuse: the warm slab first (already charged), then a retained one.
+    let x = a.alloc(half).unwrap();
+    let y = a.alloc(half).unwrap();
+    assert_eq!(budget.reserved_bytes(), SLAB as u64);
+    let z = a.alloc(half).unwrap();
+    assert_eq!(budget.reserved_bytes(), 2 * SLAB as u64);
+    for v in [x, y, z] {
+        a.free(v).unwrap();
+    }
+    drop(a);
+    assert_eq!(budget.reserved_bytes(), 0);
+}
+
+/// At the limit, a retained slab is not reused: the refusal leaves it
+/// retained and charges nothing.
+#[test]
+fn a_refused_reuse_of_a_retained_slab_changes_nothing() {
+    let budget = MemoryBudget::new(SLAB as u64);
+    let other = budget.reservation("other");
+    let a = SlabArena::new(
+        SlabConfig::default()
+            .with_slab_bytes(SLAB)
+            .with_shards(1)
+            .with_max_retained_slabs(4)
+            .with_budget(&budget, "slab"),
+    )
+    .unwrap();
+    let x = a.alloc(layout(SLAB / 2, 8)).unwrap();
+    let y = a.alloc(layout(SLAB / 2, 8)).unwrap();
+    a.free(x).unwrap();
+    a.free(y).unwrap();
+    a.seal_active_slabs();
+    assert_eq!(a.stats().slabs_released, 1);
+    assert_eq!(budget.reserved_bytes(), 0);
+    other.try_grow(SLAB as u64).unwrap();
+    assert!(matches!(
+        a.alloc(layout(64, 8)),
+        Err(Error::BudgetExceeded(_))
+    ));
+    assert_eq!(a.stats().slabs_released, 1, "still retained");
+    other.free();
+    let z = a.alloc(layout(64, 8)).unwrap();
+    assert_eq!(budget.reserved_bytes(), SLAB as u64);
+    a.free(z).unwrap();
 }
