@@ -50,7 +50,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::local::{Local, Shared, ThreadsReclaimed};
-use crate::reclaim::{Reclaimer, Retired, SLOT_STASH};
+use crate::reclaim::{Reclaimer, Retired};
 use crate::slots::{SlotTable, StashedSlot, pack, unpack};
 
 /// The maintenance methods shared by [`TypedArena`](crate::TypedArena) and
@@ -457,10 +457,10 @@ impl RawArena {
                 return Err(write);
             };
             write(alloc.as_ptr());
-            Ok(self.publish(local, entry, alloc))
+            Ok(self.handle_bits(self.publish(local, entry, alloc)))
         });
         match fast {
-            Ok(stored) => Ok(self.handle_bits(stored)),
+            Ok(bits) => Ok(bits),
             Err(write) => self
                 .insert_slow(len, write)
                 .map(|stored| self.handle_bits(stored)),
@@ -587,7 +587,9 @@ impl RawArena {
         // Ours now: no one else frees it (slot invariant 3).
         let bytes = self.record_len(format, place);
         let deferred = self.reclaim.with_local(|local| {
-            if local.free_slots.len() < SLOT_STASH && !shared.slots.is_exhausted() {
+            // Stashed while there is room and the table is not exhausted
+            // (one compare: the limit is 0 once it is).
+            if local.free_slots.len() < shared.slots.stash_limit() {
                 local
                     .free_slots
                     .push(StashedSlot::new(index, generation.wrapping_add(1), slot));
