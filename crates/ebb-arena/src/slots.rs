@@ -560,27 +560,42 @@ impl Drop for SlotTable {
 /// lookup and no load of a line that may have left the cache.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StashedSlot {
-    index: u32,
-    vacant_generation: u32,
+    /// `index << 32 | vacant generation`: the vacant generation is even,
+    /// so the id of the record published next is this plus one (no carry
+    /// into the index).
+    vacant: u64,
     slot: std::ptr::NonNull<Slot>,
 }
 
 impl StashedSlot {
     /// `slot` is the table's slot at `index`, vacant at `vacant_generation`
-    /// and claimed by the caller.
+    /// (even) and claimed by the caller.
+    #[inline]
     pub fn new(index: u32, vacant_generation: u32, slot: &Slot) -> StashedSlot {
+        debug_assert_eq!(vacant_generation & 1, 0, "a vacant generation is even");
         StashedSlot {
-            index,
-            vacant_generation,
+            vacant: (u64::from(index) << 32) | u64::from(vacant_generation),
+            slot: std::ptr::NonNull::from(slot),
+        }
+    }
+
+    /// The slot of the record `id` (`index << 32 | generation`, odd) that
+    /// the caller just removed from it: vacant at the next generation.
+    #[inline]
+    pub fn vacated(id: u64, slot: &Slot) -> StashedSlot {
+        let vacant_generation = (id as u32).wrapping_add(1);
+        StashedSlot {
+            vacant: (id & !0xFFFF_FFFF) | u64::from(vacant_generation),
             slot: std::ptr::NonNull::from(slot),
         }
     }
 
     pub fn index(self) -> u32 {
-        self.index
+        (self.vacant >> 32) as u32
     }
 
-    /// Publishes `place` in the slot; returns (index, generation).
+    /// Publishes `place` in the slot; returns the record's id,
+    /// `index << 32 | generation`.
     ///
     /// # Safety
     ///
@@ -588,14 +603,14 @@ impl StashedSlot {
     /// table, invariant 1), and the slot is still vacant and claimed by the
     /// caller alone (it was taken out of the caller's stash).
     #[inline]
-    pub unsafe fn publish(self, place: u64) -> (u32, u32) {
+    pub unsafe fn publish(self, place: u64) -> u64 {
         // SAFETY: the caller's contract: the slot is alive; `&Slot` is all
         // the protocol needs (its fields are atomics).
         let slot = unsafe { self.slot.as_ref() };
-        (
-            self.index,
-            slot.publish_vacant(place, self.vacant_generation),
-        )
+        let generation = slot.publish_vacant(place, self.vacant as u32);
+        // Even plus one: the new generation is the low half plus one.
+        debug_assert_eq!(generation, (self.vacant as u32) + 1);
+        self.vacant + 1
     }
 }
 
