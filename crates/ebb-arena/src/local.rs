@@ -360,6 +360,12 @@ impl Reclaimer {
     /// call on this thread, however deep), `f` runs on a temporary entry
     /// that hands everything back as it drops (invariant 1). If `f` panics,
     /// the entry is released all the same.
+    ///
+    /// `f` is called inline on both paths and is never handed to an
+    /// out-of-line function: a closure passed to one must exist in memory,
+    /// and then everything it captures by reference does too, which costs
+    /// the fast path its constants (a record's length and alignment) and a
+    /// dozen stores. Only the entry is found out of line (`enter_slow`).
     #[inline(always)]
     pub fn with_local<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
         let (uid, entry, thread) = LAST.get();
@@ -373,50 +379,62 @@ impl Reclaimer {
                 return unsafe { run_entered(entry, thread, entered, f) };
             }
         }
-        self.with_local_slow(f)
+        let slow = self.enter_slow();
+        // SAFETY: `slow` holds a live entry of this thread for this arena,
+        // entered (so no other reference to it is handed out, invariant 1)
+        // until `slow` drops, after `f` returns or unwinds.
+        f(unsafe { &mut *slow.entry.as_ptr() })
     }
 
-    /// `with_local` past its one-compare fast path: another arena was
-    /// used last, the entry is new, in use (re-entrant call) or gone.
+    /// `with_local` past its one-compare fast path: another arena was used
+    /// last, the entry is new, in use (re-entrant call) or gone. Returns
+    /// the entry entered, this thread's own or a temporary one.
     #[cold]
     #[inline(never)]
-    fn with_local_slow<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
+    fn enter_slow(&self) -> SlowEntry {
         if let Some((entry, thread)) = self.find_local() {
-            // SAFETY: `find_local` returns live entries of this arena.
-            let thread = unsafe { &*thread };
-            if let Some(entered) = thread.presence.try_enter() {
-                // SAFETY: as above, entered just now.
-                return unsafe { run_entered(entry, thread, entered, f) };
+            // SAFETY: `find_local` returns live entries of this arena and
+            // their shared parts.
+            let presence = unsafe { &(*thread).presence };
+            if let Some(entered) = presence.try_enter() {
+                return SlowEntry {
+                    // SAFETY: `find_local` returns `Box` pointers, never null.
+                    entry: unsafe { NonNull::new_unchecked(entry) },
+                    presence: NonNull::from(presence),
+                    entered,
+                    temporary: false,
+                };
             }
         }
-        self.run_on_temporary(f)
+        self.enter_temporary()
     }
 
-    /// Runs `f` on an entry made for this call alone (see `with_local`).
-    /// Slow (a registration with the collector), and only for calls from
+    /// An entry made for one call alone (see `with_local`), entered. Slow
+    /// (a registration with the collector), and only for calls from
     /// thread-local destructors and re-entrant calls. `LAST` is left as it
     /// was: it never caches a temporary entry.
     #[cold]
     #[inline(never)]
-    fn run_on_temporary<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
-        /// Frees the temporary entry, on return and on unwind alike.
-        struct Free(ListEntry);
-        impl Drop for Free {
-            fn drop(&mut self) {
-                // SAFETY: made by `new_local` for this call alone; `f` has
-                // returned, so no reference to it is live; no `LAST` or
-                // list holds it.
-                unsafe { detach_and_free(self.0.local) };
-            }
+    fn enter_temporary(&self) -> SlowEntry {
+        let ListEntry { local, thread, .. } = self.new_local();
+        // The entry's own `thread` keeps the presence alive until the entry
+        // is freed, which `SlowEntry` does only after its exit.
+        let presence = NonNull::from(&thread.presence);
+        drop(thread);
+        // SAFETY: the presence lives in the new entry's `ThreadShared`,
+        // which the entry holds (see above) and which is not freed before
+        // the entry is.
+        let Some(entered) = (unsafe { presence.as_ref() }).try_enter() else {
+            // SAFETY: made by `new_local` just now, referenced by no one.
+            unsafe { detach_and_free(local) };
+            unreachable!("a new entry is not entered");
+        };
+        SlowEntry {
+            entry: local,
+            presence,
+            entered,
+            temporary: true,
         }
-        let entry = Free(self.new_local());
-        let thread: &ThreadShared = &entry.0.thread;
-        let entered = thread
-            .presence
-            .try_enter()
-            .expect("a new entry is not entered");
-        // SAFETY: a new entry of this arena, owned by this call, entered.
-        unsafe { run_entered(entry.0.local.as_ptr(), thread, entered, f) }
     }
 
     /// This thread's entry for this arena and its shared part, registered
@@ -602,6 +620,36 @@ unsafe fn run_entered<R>(
     // presence reads entered, which every path refuses to hand out again
     // (invariant 1), and which keeps reclaimers out (invariant 4).
     f(unsafe { &mut *entry })
+}
+
+/// An entry entered by `with_local`'s slow path: exits it when dropped, on
+/// return and on unwind alike, and frees it if it was made for this call
+/// alone (invariants 1 and 4).
+struct SlowEntry {
+    /// A live `Local` of the calling thread, entered by it.
+    entry: NonNull<Local>,
+    /// The entry's presence (in the `ThreadShared` its `thread` holds, so
+    /// alive as long as the entry is).
+    presence: NonNull<Presence>,
+    /// What `try_enter` returned.
+    entered: u64,
+    /// Made by `enter_temporary` for this call: in no list, no `LAST` and,
+    /// once its call is over, no one's.
+    temporary: bool,
+}
+
+impl Drop for SlowEntry {
+    fn drop(&mut self) {
+        // SAFETY: the entry is alive (see `presence`): a temporary one is
+        // freed only below, after this.
+        unsafe { self.presence.as_ref() }.exit(self.entered);
+        if self.temporary {
+            // SAFETY: made by `new_local` for this call alone; `f` has
+            // returned or unwound, so no reference to it is live; no `LAST`
+            // or list holds it; the presence is not used after this.
+            unsafe { detach_and_free(self.entry) };
+        }
+    }
 }
 
 /// Frees this thread's entries of arenas that are gone (reads no `Local`).

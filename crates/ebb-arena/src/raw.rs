@@ -50,7 +50,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::local::{Local, Shared, ThreadsReclaimed};
-use crate::reclaim::{Reclaimer, Retired, SLOT_STASH};
+use crate::reclaim::{Reclaimer, Retired};
 use crate::slots::{SlotTable, StashedSlot, pack, unpack};
 
 /// The maintenance methods shared by [`TypedArena`](crate::TypedArena) and
@@ -338,10 +338,11 @@ impl RawArena {
         self.shared.len()
     }
 
-    /// The bits of the handle of the record at (`index`, `generation`).
+    /// The bits of the handle of the record whose id is `id`,
+    /// `index << 32 | generation`.
     #[inline]
-    fn handle_bits(&self, (index, generation): (u32, u32)) -> u64 {
-        ((u64::from(index) << 32) | u64::from(generation)) ^ self.id_salt
+    fn handle_bits(&self, id: u64) -> u64 {
+        id ^ self.id_salt
     }
 
     /// The (index, generation) a handle's bits name in this arena
@@ -381,6 +382,18 @@ impl RawArena {
             0
         };
         pack(alloc.slab().0, offset as u32)
+    }
+
+    /// [`place_of`](Self::place_of) for an allocation known to be in a
+    /// slab (not a dedicated mapping), as every allocation of
+    /// `try_alloc_owned` is: its address masked, with no size test.
+    #[inline]
+    fn slab_place(&self, alloc: &SlabAlloc<'_>) -> u64 {
+        debug_assert!(alloc.len() <= self.offset_mask.div_ceil(2));
+        pack(
+            alloc.slab().0,
+            (alloc.as_ptr() as usize & self.offset_mask) as u32,
+        )
     }
 
     /// Length of the record at `place`, which the caller owns (it took it
@@ -467,20 +480,30 @@ impl RawArena {
                 return Err(write);
             };
             write(alloc.as_ptr());
-            Ok(self.publish(local, entry, alloc))
+            // A bump in the thread's slab, never a dedicated mapping
+            // (`try_alloc_owned` refuses sizes over half a slab).
+            let place = self.slab_place(&alloc);
+            Ok(self.handle_bits(self.publish(local, entry, alloc, place)))
         });
         match fast {
-            Ok(stored) => Ok(self.handle_bits(stored)),
+            Ok(bits) => Ok(bits),
             Err(write) => self
                 .insert_slow(len, write)
                 .map(|stored| self.handle_bits(stored)),
         }
     }
 
-    /// Publishes a written record in a claimed vacant slot.
+    /// Publishes a written record, at `place` (`alloc`'s), in a claimed
+    /// vacant slot.
     #[inline]
-    fn publish(&self, local: &mut Local, entry: StashedSlot, alloc: SlabAlloc<'_>) -> (u32, u32) {
-        let place = self.place_of(&alloc);
+    fn publish(
+        &self,
+        local: &mut Local,
+        entry: StashedSlot,
+        alloc: SlabAlloc<'_>,
+        place: u64,
+    ) -> u64 {
+        debug_assert_eq!(place, self.place_of(&alloc));
         let _ = alloc.into_raw(); // owned by the slot from here on
         // SAFETY: `entry` came out of this thread's stash for this arena
         // (claimed by no one else), from this arena's table, alive while
@@ -494,7 +517,7 @@ impl RawArena {
     /// block of slots, a record over half a slab, or an error.
     #[cold]
     #[inline(never)]
-    fn insert_slow(&self, len: usize, write: impl FnOnce(*mut u8)) -> Result<(u32, u32)> {
+    fn insert_slow(&self, len: usize, write: impl FnOnce(*mut u8)) -> Result<u64> {
         let layout = self.layout(len)?;
         let shared = &*self.shared;
         let stored = self.reclaim.with_local(|local| {
@@ -506,7 +529,8 @@ impl RawArena {
                 });
             };
             write(alloc.as_ptr());
-            Ok(self.publish(local, entry, alloc))
+            let place = self.place_of(&alloc);
+            Ok(self.publish(local, entry, alloc, place))
         });
         // The slow path is also where a thread that only inserts frees
         // what other threads' batches made ready.
@@ -573,7 +597,10 @@ impl RawArena {
             let Some(place) = slot.read(generation) else {
                 continue;
             };
-            f(self.handle_bits((index, generation)), self.ptr_of(place));
+            f(
+                self.handle_bits((u64::from(index) << 32) | u64::from(generation)),
+                self.ptr_of(place),
+            );
             visited += 1;
         }
         visited
@@ -597,10 +624,12 @@ impl RawArena {
         // Ours now: no one else frees it (slot invariant 3).
         let bytes = self.record_len(format, place);
         let deferred = self.reclaim.with_local(|local| {
-            if local.free_slots.len() < SLOT_STASH && !shared.slots.is_exhausted() {
+            // Stashed while there is room and the table is not exhausted
+            // (one compare: the limit is 0 once it is).
+            if local.free_slots.len() < shared.slots.stash_limit() {
                 local
                     .free_slots
-                    .push(StashedSlot::new(index, generation.wrapping_add(1), slot));
+                    .push(StashedSlot::vacated(bits ^ self.id_salt, slot));
             } else {
                 shared.slots.release(index);
                 if shared.slots.is_exhausted() {

@@ -32,7 +32,9 @@
 use std::alloc::Layout;
 
 use crossbeam_utils::CachePadded;
-use ebb_core::sync::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Mutex, Ordering, spin_wait};
+use ebb_core::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, spin_wait};
+
+use crate::reclaim::SLOT_STASH;
 
 // Under loom the table is tiny (a model explores a handful of slots, and
 // every loom atomic is a tracked object) and its chunks are built slot by
@@ -319,10 +321,13 @@ pub struct SlotTable {
     claimed: AtomicU32,
     /// Most indices this table hands out (`MAX_SLOTS`; less in tests).
     limit: u32,
-    /// Set once every index has been handed out: from then on vacant slots
-    /// go back to the shared free lists rather than to a thread's stash,
-    /// where another thread could not reach them.
-    exhausted: AtomicBool,
+    /// How many vacant slots a thread may keep in its stash:
+    /// `SLOT_STASH`, and 0 once every index has been handed out (the table
+    /// is *exhausted*): from then on vacant slots go back to the shared
+    /// free lists rather than to a thread's stash, where another thread
+    /// could not reach them. One word, so a remove decides where its slot
+    /// goes with one load and one compare.
+    stash_limit: AtomicUsize,
 }
 
 #[cfg(not(loom))]
@@ -346,7 +351,7 @@ impl SlotTable {
     pub fn with_limit(limit: u32) -> SlotTable {
         SlotTable {
             limit: limit.min(MAX_SLOTS as u32),
-            exhausted: AtomicBool::new(false),
+            stash_limit: AtomicUsize::new(SLOT_STASH),
             chunks: (0..CHUNKS)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
@@ -409,7 +414,7 @@ impl SlotTable {
         let start = *next;
         let end = (u64::from(start) + u64::from(n)).min(u64::from(self.limit)) as u32;
         if end == self.limit {
-            self.exhausted.store(true, O::Release);
+            self.stash_limit.store(0, O::Release);
         }
         for index in start..end {
             let slot = &self.chunks[index as usize >> CHUNK_BITS];
@@ -472,10 +477,17 @@ impl SlotTable {
         });
     }
 
-    /// True once every index has been handed out (see `exhausted`).
+    /// True once every index has been handed out (see `stash_limit`).
     #[inline]
     pub fn is_exhausted(&self) -> bool {
-        self.exhausted.load(Ordering::Relaxed)
+        self.stash_limit() == 0
+    }
+
+    /// The most vacant slots a thread may keep in its stash now: 0 once
+    /// the table is exhausted (see `stash_limit`).
+    #[inline]
+    pub fn stash_limit(&self) -> usize {
+        self.stash_limit.load(Ordering::Relaxed)
     }
 
     /// The most indices this table hands out.
@@ -548,27 +560,42 @@ impl Drop for SlotTable {
 /// lookup and no load of a line that may have left the cache.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StashedSlot {
-    index: u32,
-    vacant_generation: u32,
+    /// `index << 32 | vacant generation`: the vacant generation is even,
+    /// so the id of the record published next is this plus one (no carry
+    /// into the index).
+    vacant: u64,
     slot: std::ptr::NonNull<Slot>,
 }
 
 impl StashedSlot {
     /// `slot` is the table's slot at `index`, vacant at `vacant_generation`
-    /// and claimed by the caller.
+    /// (even) and claimed by the caller.
+    #[inline]
     pub fn new(index: u32, vacant_generation: u32, slot: &Slot) -> StashedSlot {
+        debug_assert_eq!(vacant_generation & 1, 0, "a vacant generation is even");
         StashedSlot {
-            index,
-            vacant_generation,
+            vacant: (u64::from(index) << 32) | u64::from(vacant_generation),
+            slot: std::ptr::NonNull::from(slot),
+        }
+    }
+
+    /// The slot of the record `id` (`index << 32 | generation`, odd) that
+    /// the caller just removed from it: vacant at the next generation.
+    #[inline]
+    pub fn vacated(id: u64, slot: &Slot) -> StashedSlot {
+        let vacant_generation = (id as u32).wrapping_add(1);
+        StashedSlot {
+            vacant: (id & !0xFFFF_FFFF) | u64::from(vacant_generation),
             slot: std::ptr::NonNull::from(slot),
         }
     }
 
     pub fn index(self) -> u32 {
-        self.index
+        (self.vacant >> 32) as u32
     }
 
-    /// Publishes `place` in the slot; returns (index, generation).
+    /// Publishes `place` in the slot; returns the record's id,
+    /// `index << 32 | generation`.
     ///
     /// # Safety
     ///
@@ -576,14 +603,14 @@ impl StashedSlot {
     /// table, invariant 1), and the slot is still vacant and claimed by the
     /// caller alone (it was taken out of the caller's stash).
     #[inline]
-    pub unsafe fn publish(self, place: u64) -> (u32, u32) {
+    pub unsafe fn publish(self, place: u64) -> u64 {
         // SAFETY: the caller's contract: the slot is alive; `&Slot` is all
         // the protocol needs (its fields are atomics).
         let slot = unsafe { self.slot.as_ref() };
-        (
-            self.index,
-            slot.publish_vacant(place, self.vacant_generation),
-        )
+        let generation = slot.publish_vacant(place, self.vacant as u32);
+        // Even plus one: the new generation is the low half plus one.
+        debug_assert_eq!(generation, (self.vacant as u32) + 1);
+        self.vacant + 1
     }
 }
 
