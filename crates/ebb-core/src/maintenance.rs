@@ -11,7 +11,8 @@
 //!                  └─► MaintenanceReport { cancelled, bytes_released, .. ,
 //!                                          deferred: Option<Deferred> }
 //!                                            │
-//!   worker schedules deferred.release() ◄────┘ (e.g. a retired graph's unmap)
+//!   worker schedules deferred.release() ◄────┘ (e.g. a retired graph's unmap,
+//!   or release_step(max_bytes) in bounded chunks)
 //! ```
 //!
 //! Callers guarantee: nothing (every method is safe to call from any thread
@@ -158,14 +159,64 @@ pub trait Maintenance: Send + Sync {
     ) -> Result<MaintenanceReport, MaintenanceError>;
 }
 
+/// Freeing that can be done a bounded piece at a time: what a
+/// [`Deferred`] made by [`Deferred::chunked`] holds (a retired index graph
+/// whose mappings are released a few megabytes per step).
+///
+/// Implementations must:
+///
+/// 1. free at most about `max_bytes` per [`release_step`](Self::release_step)
+///    (at least some progress when `max_bytes > 0`, so a loop ends), and
+///    return `true` once nothing is left, after which the value drops in
+///    constant time;
+/// 2. in [`abandon`](Self::abandon), called when the `Deferred` is dropped
+///    unreleased, either free everything there (the default) or hand the
+///    remaining work to an owner that frees it later (a reclaim queue its
+///    maintenance run drains), so that a plain drop costs its thread nothing
+///    when the owner says so.
+pub trait ChunkedRelease: Send + 'static {
+    /// Frees up to about `max_bytes`; true when nothing is left to free.
+    fn release_step(&mut self, max_bytes: u64) -> bool;
+
+    /// About how many bytes are still to free.
+    fn remaining_bytes(&self) -> u64;
+
+    /// The `Deferred` holding this was dropped unreleased. The default
+    /// frees everything now, on the dropping thread.
+    fn abandon(mut self: Box<Self>) {
+        while !self.release_step(u64::MAX) {}
+    }
+}
+
+enum Work {
+    Once(Box<dyn FnOnce() + Send>),
+    Chunked(Box<dyn ChunkedRelease>),
+}
+
 /// Freeing handed back by a run, for the caller to do where it costs no
-/// one (a blocking thread). Dropping it frees too, on the dropping thread:
-/// call [`release`](Self::release) where that thread is the right one.
+/// one (a blocking thread).
+///
+/// Two shapes: [`Deferred::new`] wraps one closure (dropping the value runs
+/// it on the dropping thread: call [`release`](Self::release) where that
+/// thread is the right one); [`Deferred::chunked`] wraps a
+/// [`ChunkedRelease`], freed in bounded steps by
+/// [`release_step`](Self::release_step), and on an unreleased drop does
+/// what its `abandon` says (for a retired index graph: hand itself to the
+/// index's reclaim queue, so the drop costs nothing).
+///
+/// ```
+/// use ebb_core::maintenance::Deferred;
+///
+/// let mut d = Deferred::new("buffers", 4096, || {});
+/// assert_eq!((d.what(), d.bytes()), ("buffers", 4096));
+/// assert!(d.release_step(1 << 20), "a closure frees in one step");
+/// assert!(d.is_released());
+/// ```
 #[must_use = "deferred freeing happens on whichever thread drops it; schedule release() instead"]
 pub struct Deferred {
     what: &'static str,
     bytes: u64,
-    release: Option<Box<dyn FnOnce() + Send>>,
+    work: Option<Work>,
 }
 
 impl Deferred {
@@ -174,7 +225,17 @@ impl Deferred {
         Deferred {
             what,
             bytes,
-            release: Some(Box::new(release)),
+            work: Some(Work::Once(Box::new(release))),
+        }
+    }
+
+    /// Freeing done a bounded step at a time by `work` (`what`: a short
+    /// label; the size is `work.remaining_bytes()` now).
+    pub fn chunked(what: &'static str, work: impl ChunkedRelease) -> Self {
+        Deferred {
+            what,
+            bytes: work.remaining_bytes(),
+            work: Some(Work::Chunked(Box::new(work))),
         }
     }
 
@@ -183,23 +244,58 @@ impl Deferred {
         self.what
     }
 
-    /// About how many bytes it frees.
+    /// About how many bytes it frees (in all, as made).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    /// Frees now, on the calling thread.
-    pub fn release(mut self) {
-        if let Some(f) = self.release.take() {
-            f();
+    /// About how many bytes are still to free.
+    pub fn remaining_bytes(&self) -> u64 {
+        match &self.work {
+            None => 0,
+            Some(Work::Once(_)) => self.bytes,
+            Some(Work::Chunked(w)) => w.remaining_bytes(),
         }
+    }
+
+    /// Whether everything is freed.
+    pub fn is_released(&self) -> bool {
+        self.work.is_none()
+    }
+
+    /// Frees up to about `max_bytes` now, on the calling thread; true when
+    /// nothing is left. A [`Deferred::new`] closure runs whole on the first
+    /// step.
+    pub fn release_step(&mut self, max_bytes: u64) -> bool {
+        match &mut self.work {
+            None => true,
+            Some(Work::Chunked(w)) => {
+                if w.release_step(max_bytes) {
+                    self.work = None;
+                }
+                self.work.is_none()
+            }
+            Some(Work::Once(_)) => {
+                if let Some(Work::Once(f)) = self.work.take() {
+                    f();
+                }
+                true
+            }
+        }
+    }
+
+    /// Frees everything now, on the calling thread.
+    pub fn release(mut self) {
+        while !self.release_step(u64::MAX) {}
     }
 }
 
 impl Drop for Deferred {
     fn drop(&mut self) {
-        if let Some(f) = self.release.take() {
-            f();
+        match self.work.take() {
+            None => {}
+            Some(Work::Once(f)) => f(),
+            Some(Work::Chunked(w)) => w.abandon(),
         }
     }
 }
@@ -209,6 +305,7 @@ impl fmt::Debug for Deferred {
         f.debug_struct("Deferred")
             .field("what", &self.what)
             .field("bytes", &self.bytes)
+            .field("remaining_bytes", &self.remaining_bytes())
             .finish()
     }
 }

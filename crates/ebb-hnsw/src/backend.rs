@@ -4,8 +4,9 @@
 //!
 //! The trait is shaped for any proximity graph, not for hnsw_rs: dense u32
 //! internal ids, a tombstone bitset owned by the caller, a cancellable bulk
-//! build, and a memory figure. A native graph on ebb slabs is the next
-//! implementation.
+//! build, a memory figure, and a teardown in bounded steps for a retired
+//! graph. Two implementations: [`HnswRsGraph`] here, and
+//! [`NativeGraph`](crate::NativeGraph) (flat mmap'd arrays, `native.rs`).
 
 use hnsw_rs::hnsw::Hnsw;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,14 @@ pub const MAX_POINTS: usize = i32::MAX as usize;
 const MAX_PREALLOC_POINTS: usize = 1 << 24;
 
 /// Deleted internal ids, owned by the index.
+///
+/// ```
+/// use ebb_hnsw::Tombstones;
+/// let mut t = Tombstones::default();
+/// assert!(t.insert(70) && !t.insert(70));
+/// assert!(t.contains(70) && !t.contains(69));
+/// assert_eq!(t.len(), 1);
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Tombstones {
     words: Vec<u64>,
@@ -81,6 +90,34 @@ impl Tombstones {
     /// Heap bytes of the bitset.
     pub fn heap_bytes(&self) -> usize {
         self.words.capacity() * 8
+    }
+
+    /// Bytes a [`try_cover`](Self::try_cover) of `ids` would allocate (the
+    /// new buffer, which lives beside the old one while it copies), or 0.
+    pub(crate) fn cover_bound(&self, ids: usize) -> usize {
+        let words = ids.div_ceil(64);
+        if words <= self.words.capacity() {
+            0
+        } else {
+            words.max(self.words.capacity() * 2).saturating_mul(8)
+        }
+    }
+
+    /// Room for every id below `ids`, so that inserting one never
+    /// allocates (the bitset is unchanged on error).
+    pub(crate) fn try_cover(
+        &mut self,
+        ids: usize,
+    ) -> std::result::Result<(), std::collections::TryReserveError> {
+        let words = ids.div_ceil(64);
+        if words > self.words.len() {
+            if words > self.words.capacity() {
+                let target = words.max(self.words.capacity() * 2);
+                self.words.try_reserve_exact(target - self.words.len())?;
+            }
+            self.words.resize(words, 0);
+        }
+        Ok(())
     }
 }
 
@@ -317,6 +354,26 @@ pub trait GraphBackend: Send + Sync + Sized + 'static {
     /// Bytes one point costs the graph (what the index charges its budget
     /// and expects per live point); saturates rather than overflow.
     fn bytes_per_point(params: &GraphParams) -> usize;
+
+    /// Bytes a graph of `points` points is expected to hold once built (what
+    /// a rebuild reserves from the budget before it starts); saturates. The
+    /// default is `points x bytes_per_point` plus the inserted-id bitmap.
+    fn estimate_bytes(params: &GraphParams, points: usize) -> usize {
+        points
+            .saturating_mul(Self::bytes_per_point(params))
+            .saturating_add(points / 8)
+    }
+
+    /// Frees up to about `max_bytes` of a graph no one will use again (a
+    /// retired generation), so that freeing it can be spread over bounded
+    /// steps and its final drop is cheap; returns the bytes freed by this
+    /// step, and 0 when nothing more can be freed this way (the drop frees
+    /// the rest). After the first call the graph may read as empty; it stays
+    /// safe to use. The default frees nothing (0): the drop does it all.
+    fn release_step(&mut self, max_bytes: usize) -> usize {
+        let _ = max_bytes;
+        0
+    }
 }
 
 /// Checks a batch against the [`GraphBackend::insert_batch`] contract

@@ -25,6 +25,23 @@ pub enum Metric {
 /// optimizer vacuums a segment at 20 % deleted points, Milvus compacts a
 /// segment past 20 % deleted rows, Lucene merges away deletes at a similar
 /// ratio; none bothers below about a thousand points.
+///
+/// Adjustable at run time through
+/// [`VectorIndex::set_rebuild_policy`](crate::VectorIndex::set_rebuild_policy),
+/// which is how a pressure controller tightens it:
+///
+/// ```
+/// use ebb_hnsw::{IndexConfig, Metric, RebuildPolicy, VectorIndex};
+///
+/// let index = VectorIndex::new(IndexConfig::new(2, Metric::L2)).unwrap();
+/// index
+///     .set_rebuild_policy(RebuildPolicy::default().with_max_deleted_ratio(0.05))
+///     .unwrap();
+/// assert_eq!(index.rebuild_policy().max_deleted_ratio, 0.05);
+/// assert!(index
+///     .set_rebuild_policy(RebuildPolicy::default().with_max_deleted_ratio(2.0))
+///     .is_err());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RebuildPolicy {
     /// Deleted points over all points in the graph above which to rebuild
@@ -35,6 +52,45 @@ pub struct RebuildPolicy {
     pub max_size_factor: f64,
     /// Below this many points (live + deleted) never ask (default 1000).
     pub min_points: usize,
+}
+
+impl RebuildPolicy {
+    /// Rebuild above this deleted ratio (0..=1).
+    pub fn with_max_deleted_ratio(mut self, ratio: f64) -> Self {
+        self.max_deleted_ratio = ratio;
+        self
+    }
+
+    /// Rebuild when memory passes this factor (>= 1) of what the live
+    /// points need.
+    pub fn with_max_size_factor(mut self, factor: f64) -> Self {
+        self.max_size_factor = factor;
+        self
+    }
+
+    /// Never ask below this many points (live + deleted).
+    pub fn with_min_points(mut self, points: usize) -> Self {
+        self.min_points = points;
+        self
+    }
+
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] unless `max_deleted_ratio` is in 0..=1 and
+    /// `max_size_factor` is finite and at least 1.
+    pub fn validate(&self) -> Result<()> {
+        let size_factor_ok = self.max_size_factor.is_finite() && self.max_size_factor >= 1.0;
+        if !(0.0..=1.0).contains(&self.max_deleted_ratio) || !size_factor_ok {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "rebuild policy: max_deleted_ratio in 0..=1 and max_size_factor >= 1, got {self:?}"
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for RebuildPolicy {
@@ -71,6 +127,7 @@ pub struct IndexConfig {
     pub(crate) rebuild: RebuildPolicy,
     pub(crate) delta_capacity: usize,
     pub(crate) budget: Option<BudgetTarget>,
+    pub(crate) name: String,
 }
 
 impl IndexConfig {
@@ -88,6 +145,7 @@ impl IndexConfig {
             rebuild: RebuildPolicy::default(),
             delta_capacity: 256,
             budget: None,
+            name: "default".into(),
         }
     }
 
@@ -130,14 +188,27 @@ impl IndexConfig {
         self
     }
 
-    /// Charge the index's memory (a measured per-point model of the graph,
-    /// plus the vectors it keeps) to a reservation on `budget`.
+    /// Charge the index's memory to a reservation named `consumer` on
+    /// `budget`: what it holds (graph, vectors, id maps; the crate docs list
+    /// each component and when it is charged), reserved before it grows.
     pub fn with_budget(mut self, budget: &MemoryBudget, consumer: impl Into<String>) -> Self {
         self.budget = Some(BudgetTarget {
             budget: budget.clone(),
             consumer: consumer.into(),
         });
         self
+    }
+
+    /// The instance name, a metric label (`index="..."`): few and stable
+    /// (default `"default"`).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The instance name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Vector dimension.
@@ -175,13 +246,7 @@ impl IndexConfig {
                 self.capacity
             ));
         }
-        let r = &self.rebuild;
-        let size_factor_ok = r.max_size_factor.is_finite() && r.max_size_factor >= 1.0;
-        if !(0.0..=1.0).contains(&r.max_deleted_ratio) || !size_factor_ok {
-            return bad(format!(
-                "rebuild policy: max_deleted_ratio in 0..=1 and max_size_factor >= 1, got {r:?}"
-            ));
-        }
+        self.rebuild.validate()?;
         if self.delta_capacity == 0 {
             return bad("delta_capacity must be > 0".into());
         }

@@ -55,9 +55,19 @@ pub enum Error {
         /// The configured capacity.
         capacity: usize,
     },
-    /// The memory budget refused the point.
+    /// The memory budget refused the point (or, from
+    /// [`VectorIndex::with_backend`](crate::VectorIndex::with_backend), the
+    /// empty graph).
     #[error(transparent)]
     OverBudget(#[from] Box<BudgetExceeded>),
+    /// [`VectorIndex::insert_batch`](crate::VectorIndex::insert_batch) saw
+    /// its token cancelled: the first `inserted` points of the batch are
+    /// indexed, none after.
+    #[error("batch cancelled after {inserted} points were inserted")]
+    BatchCancelled {
+        /// Points of the batch indexed (a prefix of it).
+        inserted: usize,
+    },
     /// k was 0.
     #[error("k must be at least 1")]
     ZeroK,
@@ -145,6 +155,30 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The budget refusal, if this is one (the one refusal type every ebb
+    /// crate uses).
+    ///
+    /// ```
+    /// use ebb_core::MemoryBudget;
+    /// use ebb_hnsw::{IndexConfig, Metric, VectorIndex};
+    ///
+    /// let budget = MemoryBudget::new(64 << 10);
+    /// let index =
+    ///     VectorIndex::new(IndexConfig::new(1024, Metric::L2).with_budget(&budget, "hnsw"));
+    /// let index = index.unwrap();
+    /// let v = vec![1.0; 1024];
+    /// let err = (0..100).find_map(|i| index.insert(i, &v).err()).unwrap();
+    /// assert_eq!(err.budget_exceeded().unwrap().consumer, "hnsw");
+    /// ```
+    pub fn budget_exceeded(&self) -> Option<&BudgetExceeded> {
+        match self {
+            Error::OverBudget(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Why a rebuild did not complete; the index is unchanged in every case.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -158,8 +192,23 @@ pub enum RebuildError {
     /// Another rebuild of this index is running.
     #[error("a rebuild of this index is already running")]
     AlreadyRunning,
+    /// The budget refused the second generation's bytes, reserved before
+    /// the build starts; nothing was built.
+    #[error("rebuild refused by the memory budget: {0}")]
+    OverBudget(Box<BudgetExceeded>),
     /// The new graph refused its parameters or a batch, or could not get
     /// memory ([`Error::AllocationFailed`]).
     #[error("building the new graph failed: {0}")]
     Graph(#[from] Error),
+}
+
+impl RebuildError {
+    /// The budget refusal, if this is one.
+    pub fn budget_exceeded(&self) -> Option<&BudgetExceeded> {
+        match self {
+            RebuildError::OverBudget(e) => Some(e),
+            RebuildError::Graph(e) => e.budget_exceeded(),
+            _ => None,
+        }
+    }
 }

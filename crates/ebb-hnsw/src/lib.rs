@@ -12,5 +12,5 @@ pub use backend::{
 };
 pub use config::{IndexConfig, Metric, RebuildPolicy};
 pub use error::{Error, RebuildError, Result};
-pub use index::{IndexStats, RebuildReason, RebuildReport, VectorIndex};
+pub use index::{IndexStats, RELEASE_STEP_BYTES, RebuildReason, RebuildReport, VectorIndex};
 pub use native::NativeGraph;

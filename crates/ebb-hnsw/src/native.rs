@@ -43,7 +43,7 @@ use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
 use std::marker::PhantomData;
 
-use ebb_core::os::Mapping;
+use ebb_core::os::{Advice, Mapping, page_size};
 use ebb_core::sync::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use rayon::prelude::*;
 
@@ -116,6 +116,14 @@ pub struct NativeGraph {
     locks: Box<[AtomicBool]>,
     entry: AtomicU64,
     len: AtomicUsize,
+    /// Heap bytes of the upper-layer blocks (`init_node` adds each node's),
+    /// so `memory_bytes` is a sum of counters, not a walk of every node.
+    upper_bytes: AtomicUsize,
+    /// One past the largest id inserted: the nodes whose pages are touched.
+    high: usize,
+    /// Bytes of the touched mapped pages released so far by
+    /// [`release_step`](GraphBackend::release_step) (vectors, then links).
+    release_cursor: usize,
 }
 
 // SAFETY: `NativeGraph` is `Send` without help (a `Mapping` is `Send`, and
@@ -416,6 +424,8 @@ impl NativeGraph {
         // SAFETY: `id`'s stripe lock is held: no other access to `upper[id]`
         // (invariant 2).
         unsafe { *self.upper[at].get() = vec![0; level * (self.m + 1)] };
+        self.upper_bytes
+            .fetch_add(level * (self.m + 1) * 4, Ordering::Relaxed);
         self.levels[at].store(level as u8, Ordering::Relaxed);
         drop(g);
     }
@@ -740,6 +750,9 @@ impl GraphBackend for NativeGraph {
             locks: (0..LOCK_STRIPES).map(|_| AtomicBool::new(false)).collect(),
             entry: AtomicU64::new(EMPTY),
             len: AtomicUsize::new(0),
+            upper_bytes: AtomicUsize::new(0),
+            high: 0,
+            release_cursor: 0,
             params,
         })
     }
@@ -754,6 +767,7 @@ impl GraphBackend for NativeGraph {
         for &(id, _) in points {
             self.inserted.insert(id);
         }
+        self.high = self.high.max(max as usize + 1);
         let this = &*self;
         points.par_iter().with_min_len(16).for_each(|&(id, v)| {
             // SAFETY:
@@ -806,23 +820,93 @@ impl GraphBackend for NativeGraph {
     /// space, not memory), plus the upper layers, levels, the inserted-id
     /// bitmap and locks.
     fn memory_bytes(&self) -> usize {
-        // SAFETY: `memory_bytes` takes `&self` and is not called by
-        // `insert_batch`'s workers: no thread writes (as in `search`).
-        let _frozen = unsafe { self.frozen() };
-        let upper: usize = self
-            .upper
-            .iter()
-            // SAFETY: a `Frozen` token lives: no thread writes any
-            // `upper[i]` (`frozen`'s contract), so this read races nothing.
-            .map(|u| unsafe { (*u.get()).capacity() } * 4)
-            .sum();
         self.len()
             .saturating_mul(Self::bytes_per_point(&self.params))
-            .saturating_add(upper)
-            .saturating_add(self.upper.capacity() * size_of::<Vec<u32>>())
+            .saturating_add(self.upper_bytes.load(Ordering::Relaxed))
+            .saturating_add(self.upper.capacity() * size_of::<UnsafeCell<Vec<u32>>>())
             .saturating_add(self.levels.capacity())
             .saturating_add(self.inserted.heap_bytes())
             .saturating_add(LOCK_STRIPES)
+    }
+
+    /// Expected bytes for `points` nodes: each node's vector and layer-0
+    /// block, the upper layers of the one node in M that has them (M + 1
+    /// ids each, on average 1/(M-1) levels per node), and the per-node
+    /// arrays sized to the power of two the arrays double to.
+    fn estimate_bytes(params: &GraphParams, points: usize) -> usize {
+        let cap = points
+            .max(MIN_CAP)
+            .checked_next_power_of_two()
+            .unwrap_or(points);
+        let upper_per_node = (params.m + 1) * 4 / params.m.saturating_sub(1).max(1);
+        points
+            .saturating_mul(Self::bytes_per_point(params).saturating_add(upper_per_node))
+            .saturating_add(cap.saturating_mul(size_of::<UnsafeCell<Vec<u32>>>() + 1))
+            .saturating_add(cap / 8)
+            .saturating_add(LOCK_STRIPES)
+    }
+
+    /// Releases the touched pages of the vectors, then of the layer-0
+    /// links, `max_bytes` (rounded up to a page) at a time with
+    /// `MADV_DONTNEED` (RSS falls in the call), then frees the upper layers;
+    /// the final drop then unmaps address space with no pages behind it.
+    /// From the first call the graph reads as empty.
+    fn release_step(&mut self, max_bytes: usize) -> usize {
+        self.entry.store(EMPTY, Ordering::Relaxed);
+        self.len.store(0, Ordering::Relaxed);
+        let page = page_size();
+        let step = max_bytes
+            .clamp(page, isize::MAX as usize / 2)
+            .next_multiple_of(page);
+        // Touched bytes of each mapping, rounded up to a page: within the
+        // mapping (it holds `cap >= high` nodes and is page-rounded).
+        let touched = |m: &Mapping, per_node: usize| {
+            self.high
+                .saturating_mul(per_node)
+                .next_multiple_of(page)
+                .min(m.len())
+        };
+        let vectors = touched(&self.vectors, self.params.dim * 4);
+        let links = touched(&self.links0, (self.m0 + 1) * 4);
+        let (map, offset, end) = if self.release_cursor < vectors {
+            (&self.vectors, self.release_cursor, vectors)
+        } else if self.release_cursor < vectors + links {
+            (&self.links0, self.release_cursor - vectors, links)
+        } else if self.upper.capacity() > 0 {
+            // The upper layers from the end, `step` bytes of entries at a
+            // time (a shrink in place: no copy).
+            let entry = size_of::<UnsafeCell<Vec<u32>>>();
+            let keep = self.upper.len().saturating_sub((step / entry).max(1));
+            let inner: usize = self.upper[keep..]
+                .iter_mut()
+                .map(|u| u.get_mut().capacity() * 4)
+                .sum();
+            let cap = self.upper.capacity();
+            self.upper.truncate(keep);
+            self.upper.shrink_to(keep);
+            self.upper_bytes.fetch_sub(inner, Ordering::Relaxed);
+            return inner + (cap - self.upper.capacity()) * entry + 1;
+        } else {
+            let freed = self.levels.capacity();
+            self.levels = Vec::new();
+            return freed;
+        };
+        let len = step.min(end - offset);
+        // SAFETY:
+        // - `offset` is a multiple of the page (a sum of page multiples) and
+        //   `offset + len <= end <= map.len()` (`touched`), so the range is
+        //   inside the mapping (`advise` checks this again);
+        // - `&mut self` excludes every reference into the mapping and every
+        //   other thread's access (searches and inserts borrow the graph);
+        //   the graph reads as empty from here on, and pages read later
+        //   read as zeroes, which are valid f32s and u32 counts.
+        let released = unsafe { map.advise(offset, len, Advice::DontNeed) };
+        if let Err(error) = released {
+            // The final drop unmaps the range anyway.
+            tracing::debug!(%error, "madvise of a retired graph failed; its drop frees it");
+        }
+        self.release_cursor += len;
+        len
     }
 
     fn bytes_per_point(params: &GraphParams) -> usize {

@@ -504,7 +504,7 @@ fn index_bounds<B: GraphBackend>() {
     for id in 0..40u32 {
         index.insert(id.into(), &vector(id)).unwrap();
     }
-    assert_eq!(index.stats().delta, 8);
+    assert_eq!(index.stats().delta_points, 8);
     // 37 is in the delta (found by brute force, always); the graph part is
     // approximate (HNSW does not promise every node reachable).
     let q = vector(37);
@@ -563,10 +563,10 @@ fn native_index_flush_that_cannot_grow_keeps_points_searchable() {
     let r = index.flush_delta();
     fault::reset();
     assert!(matches!(r, Err(Error::AllocationFailed { .. })), "{r:?}");
-    assert_eq!(index.stats().delta, 100);
+    assert_eq!(index.stats().delta_points, 100);
     assert_eq!(index.search(&vector(2050), 1).unwrap()[0], (50, 0.0));
     index.flush_delta().unwrap();
-    assert_eq!(index.stats().delta, 0);
+    assert_eq!(index.stats().delta_points, 0);
     let hits = index.search_with_ef(&vector(2050), 1, MAX_EF).unwrap();
     assert_eq!(hits[0], (50, 0.0));
     assert_eq!(index.len(), 1000);
