@@ -372,7 +372,9 @@ impl LocalCache {
             let c = &self.counters[t];
             c.puts.add(1);
             c.retained.add(1);
-            mag.items.extend(buf.take());
+            if let Some(buf) = buf.take() {
+                mag.items.push(buf);
+            }
         });
         if let Some(buf) = buf {
             self.pool.store.give(t, buf);
