@@ -31,8 +31,9 @@ pub struct TierStats {
     pub puts_total: u64,
     /// Items handed out and not yet given back (a gauge).
     pub in_use: u64,
-    /// Items freed instead of retained (a bound, the budget, adaptive
-    /// sizing lowering the cap, or a trim).
+    /// Items freed instead of retained at a put (a bound full, an object
+    /// grown past the budget) or evicted by adaptive sizing; items a trim
+    /// or maintenance run frees count in `maintenance_released_bytes_total`.
     pub discarded_total: u64,
     /// Items retained now, in the shared store and in thread caches.
     pub retained: u64,
