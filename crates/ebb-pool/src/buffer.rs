@@ -20,13 +20,19 @@ use std::sync::Arc;
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
+use ebb_core::maintenance::{
+    Due, Maintenance, MaintenanceError, MaintenanceKind, MaintenanceReport,
+};
 use ebb_core::sync::{AtomicBool, AtomicU64, Ordering};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{PoolConfig, stripe_count};
 use ebb_leak::{ResourceKind, ResourceTracker, Tracked};
 
 use crate::error::{Error, Result};
-use crate::local::{self, LocalCache, LocalCounters};
+use crate::local::{self, LocalCache, LocalCounters, TakenMagazine};
+use crate::maint::{MaintenanceState, cancelled_report};
+use crate::owner::OwnerState;
 use crate::raw::{RawBuf, layout};
 use crate::retain::{RetainStore, TierBound};
 use crate::stats::{PoolStats, TierStats};
@@ -61,7 +67,7 @@ const OVERSIZED: u32 = u32::MAX;
 /// let again = pool.get(100);
 /// assert!(again.iter().all(|&b| b == 0));
 /// let stats = pool.stats();
-/// assert_eq!((stats.total.gets, stats.total.hits), (2, 0)); // 100 B fits 512 B, another tier
+/// assert_eq!((stats.gets_total, stats.hits_total), (2, 0)); // 100 B fits 512 B, another tier
 /// ```
 #[derive(Clone)]
 pub struct BufferPool {
@@ -101,6 +107,8 @@ struct CachePtr(*const LocalCache);
 unsafe impl Send for CachePtr {}
 
 pub(crate) struct BufferShared {
+    /// The `pool` label of its stats.
+    name: String,
     pub(crate) store: RetainStore<RawBuf>,
     pub(crate) tiers: Box<[usize]>,
     /// `first_tier[k]`: the first tier that can hold a length whose
@@ -115,16 +123,28 @@ pub(crate) struct BufferShared {
     closed: AtomicBool,
     oversized: AtomicU64,
     oversized_in_use: AtomicU64,
-    /// Live thread caches, for stats (local invariant 4).
+    /// Live thread caches, for stats and for reclaimers (local
+    /// invariants 1 and 4).
     caches: Mutex<Vec<CachePtr>>,
     /// Event counters of retired thread caches, per tier: gets, hits, puts.
     retired: Box<[[AtomicU64; 3]]>,
+    maintenance: MaintenanceState,
+}
+
+/// What one trim did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Trimmed {
+    items: usize,
+    bytes: usize,
+    takeovers: u64,
+    cancelled: bool,
 }
 
 impl fmt::Debug for BufferPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shared = &self.handle.shared;
         f.debug_struct("BufferPool")
+            .field("name", &shared.name)
             .field("tiers", &shared.tiers)
             .field("zero_on_return", &shared.zero_on_return)
             .field("thread_cache", &shared.thread_cache)
@@ -150,10 +170,7 @@ impl BufferPool {
             let lowest = if k == 0 { 0 } else { (1u128 << (k - 1)) + 1 };
             *slot = tiers.iter().take_while(|&&s| (s as u128) < lowest).count() as u8;
         }
-        let reservation = config
-            .budget
-            .as_ref()
-            .map(|b| b.budget.reservation(b.consumer.clone()));
+        let reservation = config.reservation();
         let bounds: Vec<TierBound> = tiers
             .iter()
             .map(|&size| {
@@ -174,6 +191,7 @@ impl BufferPool {
         );
         let retired = tiers.iter().map(|_| Default::default()).collect();
         let shared = Arc::new(BufferShared {
+            name: config.name.clone(),
             store,
             tiers,
             first_tier,
@@ -186,9 +204,11 @@ impl BufferPool {
             oversized_in_use: AtomicU64::new(0),
             caches: Mutex::new(Vec::new()),
             retired,
+            maintenance: MaintenanceState::default(),
         });
         let fallback = LocalCache::new_fallback(Arc::clone(&shared));
         tracing::debug!(
+            name = %shared.name,
             tiers = ?shared.tiers,
             max_retained = config.max_retained,
             max_retained_bytes = config.max_retained_bytes,
@@ -209,6 +229,11 @@ impl BufferPool {
     /// Requests above the largest tier are allocated plainly and counted
     /// as oversized.
     ///
+    /// At the budget's limit a fresh buffer is made all the same and
+    /// charged past the limit (counted in `budget_overruns_total`), so the
+    /// budget still sees every byte the pool holds; use
+    /// [`try_get`](Self::try_get) to be refused instead.
+    ///
     /// # Panics
     ///
     /// When `len` is larger than any allocation can be or the allocator
@@ -217,22 +242,31 @@ impl BufferPool {
     #[inline]
     #[track_caller]
     pub fn get(&self, len: usize) -> PooledBuf {
-        match self.try_get(len) {
+        match self.get_inner::<false>(len) {
             Ok(buf) => buf,
             Err(e) => panic!("BufferPool::get({len}): {e}"),
         }
     }
 
-    /// [`get`](Self::get) without the panic.
+    /// [`get`](Self::get) without the panic, and refused past the budget.
     ///
     /// # Errors
     ///
     /// [`Error::TooLarge`] when `len` exceeds what an allocation can be,
-    /// [`Error::OutOfMemory`] when the allocator refuses. The pool is
+    /// [`Error::OutOfMemory`] when the allocator refuses,
+    /// [`Error::OverBudget`] when a fresh buffer would take the budget past
+    /// its limit (a retained one is still handed out). The pool is
     /// unchanged either way.
     #[inline]
     #[track_caller]
     pub fn try_get(&self, len: usize) -> Result<PooledBuf> {
+        self.get_inner::<true>(len)
+    }
+
+    /// `STRICT`: refused past the budget (`try_get`), else charged past it.
+    #[inline(always)]
+    #[track_caller]
+    fn get_inner<const STRICT: bool>(&self, len: usize) -> Result<PooledBuf> {
         let shared = &self.handle.shared;
         let cache = if shared.thread_cache {
             local::cache_for(shared).unwrap_or(self.handle.fallback)
@@ -247,13 +281,13 @@ impl BufferPool {
             Some(t) => match local.take_local(t) {
                 Some(buf) => (buf, t as u32),
                 None => {
-                    let buf = shared.take_from_store(t)?;
+                    let buf = shared.take_from_store(t, STRICT)?;
                     local.acquire();
                     (buf, t as u32)
                 }
             },
             None => {
-                let buf = shared.acquire_oversized(len)?;
+                let buf = shared.acquire_oversized(len, STRICT)?;
                 local.acquire();
                 (buf, OVERSIZED)
             }
@@ -276,18 +310,20 @@ impl BufferPool {
         })
     }
 
-    /// Drops every retained buffer in the shared store and this thread's
-    /// cache; returns the bytes freed. Other threads' caches (at most
-    /// 256 KiB or one buffer per tier each) are freed at their next call
-    /// into the pool or when they exit. The pressure controller calls this;
-    /// buffers in use are not affected.
+    /// Drops every retained buffer: the shared store's and every thread
+    /// cache's, returning the bytes freed (and uncharged from the budget).
+    /// The magazines of threads outside the pool now (idle, parked, or
+    /// never calling again) are taken over and freed here; a thread inside
+    /// the pool at this moment frees its own at its next call. Where the
+    /// kernel has no process-wide barrier (`membarrier`), other threads'
+    /// caches are all left to their next call or their exit. Buffers in
+    /// use are not affected. The pressure controller calls this; the
+    /// maintenance run does the same under a token.
     pub fn trim(&self) -> usize {
         let shared = &self.handle.shared;
-        shared.epoch.fetch_add(1, Ordering::Relaxed);
-        let own = local::trim_own(shared);
-        let (buffers, bytes) = shared.store.trim();
-        tracing::debug!(buffers, bytes_freed = bytes + own, "buffer pool trimmed");
-        bytes + own
+        let t = shared.trim_until(&CancellationToken::new());
+        shared.maintenance.count_released(t.bytes as u64);
+        t.bytes
     }
 
     /// Runs the adaptive step now for every tier that saw gets since its
@@ -301,6 +337,48 @@ impl BufferPool {
         &self.handle.shared.tiers
     }
 
+    /// The pool's name ([`PoolConfig::with_name`]), its stats' `pool`
+    /// label.
+    pub fn name(&self) -> &str {
+        &self.handle.shared.name
+    }
+
+    /// Sets every tier's cap: the most buffers it retains, which adaptive
+    /// sizing (when on) moves on from here; for a bound adaptive sizing
+    /// cannot raise past, lower
+    /// [`set_max_retained_bytes`](Self::set_max_retained_bytes). Takes effect at once for puts; buffers
+    /// already retained past it go at the next maintenance run (which
+    /// `maintenance_due` then asks for, reason `over_cap`).
+    pub fn set_max_retained(&self, buffers: usize) {
+        let store = &self.handle.shared.store;
+        for t in 0..self.handle.shared.tiers.len() {
+            store.set_cap(t, buffers);
+        }
+    }
+
+    /// Sets the most bytes one tier retains (each tier), as
+    /// [`PoolConfig::with_max_retained_bytes`] does at construction; the
+    /// cap adaptive sizing may raise to follows it. Applied like
+    /// [`set_max_retained`](Self::set_max_retained).
+    pub fn set_max_retained_bytes(&self, bytes: usize) {
+        let shared = &self.handle.shared;
+        for (t, &size) in shared.tiers.iter().enumerate() {
+            shared.store.set_max_items(t, bytes / size);
+        }
+    }
+
+    /// Sets the most bytes the whole pool retains, as
+    /// [`PoolConfig::with_max_total_retained_bytes`] does at construction.
+    /// Applied like [`set_max_retained`](Self::set_max_retained).
+    pub fn set_max_total_retained_bytes(&self, bytes: usize) {
+        self.handle.shared.store.set_total_bytes(bytes);
+    }
+
+    /// The most bytes the whole pool retains now.
+    pub fn max_total_retained_bytes(&self) -> u64 {
+        self.handle.shared.store.total_bytes()
+    }
+
     /// A snapshot of the counters: the store's and every thread cache's.
     pub fn stats(&self) -> PoolStats {
         let shared = &self.handle.shared;
@@ -308,40 +386,113 @@ impl BufferPool {
         let mut tiers: Vec<TierStats> = (0..shared.tiers.len())
             .map(|t| store.tier_stats(t, shared.tiers[t]))
             .collect();
+        let mut thread_cached_bytes = 0;
         {
             let caches = shared.caches.lock().unwrap_or_else(|e| e.into_inner());
             for (t, s) in tiers.iter_mut().enumerate() {
                 let retired = &shared.retired[t];
-                s.puts += retired[2].load(Ordering::Relaxed);
-                s.gets += retired[0].load(Ordering::Relaxed);
-                s.hits += retired[1].load(Ordering::Relaxed);
+                s.puts_total += retired[2].load(Ordering::Relaxed);
+                s.gets_total += retired[0].load(Ordering::Relaxed);
+                s.hits_total += retired[1].load(Ordering::Relaxed);
                 for cache in caches.iter() {
                     // SAFETY: registered caches are live until they
                     // unregister, which takes this lock (local invariant 4).
                     let c = unsafe { &(*cache.0).counters[t] };
-                    s.puts += c.puts.get();
-                    s.gets += c.gets.get();
-                    s.hits += c.hits.get();
+                    s.puts_total += c.puts.get();
+                    s.gets_total += c.gets.get();
+                    s.hits_total += c.hits.get();
+                    let bytes = c.retained.get() * shared.tiers[t] as u64;
                     s.retained += c.retained.get();
-                    s.retained_bytes += c.retained.get() * shared.tiers[t] as u64;
+                    s.retained_bytes += bytes;
+                    thread_cached_bytes += bytes;
                 }
-                s.misses = s.gets.saturating_sub(s.hits);
-                s.allocations = s.misses;
-                s.in_use = s.gets.saturating_sub(s.puts);
+                s.misses_total = s.gets_total.saturating_sub(s.hits_total);
+                s.allocations_total = s.misses_total;
+                s.in_use = s.gets_total.saturating_sub(s.puts_total);
             }
         }
-        let mut total = TierStats::default();
-        for t in &tiers {
-            total.add(t);
-        }
-        PoolStats {
-            tiers,
-            total,
-            oversized: shared.oversized.load(Ordering::Relaxed),
+        let (runs, released, takeovers, last_seconds) = shared.maintenance.totals();
+        let mut stats = PoolStats {
+            name: shared.name.clone(),
+            thread_cached_bytes,
+            oversized_total: shared.oversized.load(Ordering::Relaxed),
             oversized_in_use: shared.oversized_in_use.load(Ordering::Relaxed),
-            budget_refusals: store.budget_refusals(),
             charged_bytes: store.charged_bytes(),
-        }
+            budget_refusals_total: store.budget_refusals(),
+            budget_overruns_total: store.budget_overruns(),
+            maintenance_runs_total: runs,
+            maintenance_released_bytes_total: released,
+            thread_takeovers_total: takeovers,
+            last_maintenance_seconds: last_seconds,
+            tiers,
+            ..PoolStats::default()
+        };
+        stats.sum_tiers();
+        stats
+    }
+}
+
+/// The maintenance contract (`ebb_core::maintenance`): due from counters
+/// only (reasons `over_cap`, `idle_retained`, `thread_caches`), and a run
+/// that adjusts the adaptive caps now and trims, every thread's caches
+/// included, stopping between stripes once the token is cancelled.
+///
+/// ```
+/// use std::sync::Arc;
+/// use ebb_core::maintenance::Maintenance;
+/// use ebb_pool::{BufferPool, CancellationToken, PoolConfig};
+///
+/// let pool = BufferPool::new(PoolConfig::small_records()).unwrap();
+/// drop(pool.get(100));
+/// pool.set_max_retained(0); // a pressure controller tightens the cap
+/// let due = pool.maintenance_due().unwrap();
+/// assert_eq!(due.reason, "over_cap");
+/// let worker: Arc<dyn Maintenance> = Arc::new(pool.clone());
+/// let report = worker.run_maintenance(&CancellationToken::new()).unwrap();
+/// assert_eq!(report.bytes_released, 256);
+/// assert_eq!(pool.stats().retained_bytes, 0);
+/// ```
+impl Maintenance for BufferPool {
+    fn maintenance_kind(&self) -> MaintenanceKind {
+        MaintenanceKind::Pool
+    }
+
+    fn maintenance_due(&self) -> Option<Due> {
+        let shared = &self.handle.shared;
+        shared.maintenance.due(shared.store.pressure())
+    }
+
+    fn run_maintenance(
+        &self,
+        token: &CancellationToken,
+    ) -> Result<MaintenanceReport, MaintenanceError> {
+        let shared = &self.handle.shared;
+        let run = shared.maintenance.begin()?;
+        let mut report = if token.is_cancelled() {
+            cancelled_report()
+        } else {
+            shared.store.adjust_now();
+            let t = shared.trim_until(token);
+            MaintenanceReport {
+                kind: Some(MaintenanceKind::Pool),
+                cancelled: t.cancelled,
+                skipped: t.items == 0 && !t.cancelled,
+                bytes_released: t.bytes as u64,
+                items: t.items as u64,
+                ..MaintenanceReport::default()
+            }
+        };
+        shared.maintenance.count_released(report.bytes_released);
+        let activity = shared.store.pressure().activity;
+        shared.maintenance.finish(run, activity, &mut report);
+        tracing::info!(
+            pool = %shared.name,
+            bytes_released = report.bytes_released,
+            buffers = report.items,
+            cancelled = report.cancelled,
+            "buffer pool maintenance finished"
+        );
+        Ok(report)
     }
 }
 
@@ -394,53 +545,149 @@ impl BufferShared {
         }
     }
 
-    /// A buffer of tier `t` from the shared store, or a fresh one.
+    /// A buffer of tier `t` from the shared store, or a fresh one charged
+    /// to the budget (`strict`: refused past its limit).
     #[inline]
-    fn take_from_store(&self, t: usize) -> Result<RawBuf> {
+    fn take_from_store(&self, t: usize, strict: bool) -> Result<RawBuf> {
         let taken = self.store.take(t);
         match taken.item {
-            Some(buf) => Ok(buf),
-            None => RawBuf::try_alloc_zeroed(self.tiers[t]).ok_or_else(|| {
-                self.store.uncount_get(taken.stripe, t);
-                Error::OutOfMemory {
-                    requested_bytes: self.tiers[t],
-                }
-            }),
+            Some((buf, _)) => Ok(buf),
+            None => self.make_fresh(t, taken.stripe, strict),
         }
+    }
+
+    /// A miss: a fresh buffer of tier `t`, charged first (the store's
+    /// invariant 6). On failure the get counted in `stripe` is taken back
+    /// and nothing stays charged.
+    #[cold]
+    fn make_fresh(&self, t: usize, stripe: usize, strict: bool) -> Result<RawBuf> {
+        let size = self.tiers[t];
+        let charged = match self.store.charge_new(size as u64, strict) {
+            Ok(charged) => charged,
+            Err(e) => {
+                self.store.uncount_get(stripe, t);
+                return Err(Error::OverBudget(Box::new(e)));
+            }
+        };
+        RawBuf::try_alloc_zeroed(size).ok_or_else(|| {
+            self.store.free_charged(charged);
+            self.store.uncount_get(stripe, t);
+            Error::OutOfMemory {
+                requested_bytes: size,
+            }
+        })
     }
 
     /// A buffer of at least `len` bytes straight from the store (no thread
     /// cache), and its tier.
-    fn acquire_uncached(&self, len: usize) -> Result<(RawBuf, u32)> {
+    fn acquire_uncached(&self, len: usize, strict: bool) -> Result<(RawBuf, u32)> {
         match self.tier_for(len) {
-            Some(t) => Ok((self.take_from_store(t)?, t as u32)),
-            None => Ok((self.acquire_oversized(len)?, OVERSIZED)),
+            Some(t) => Ok((self.take_from_store(t, strict)?, t as u32)),
+            None => Ok((self.acquire_oversized(len, strict)?, OVERSIZED)),
         }
     }
 
     #[cold]
-    fn acquire_oversized(&self, len: usize) -> Result<RawBuf> {
+    fn acquire_oversized(&self, len: usize, strict: bool) -> Result<RawBuf> {
         let cap = len.checked_next_multiple_of(crate::BUFFER_ALIGN);
         let cap = cap
             .filter(|&c| layout(c).is_some())
             .ok_or(Error::TooLarge {
                 requested_bytes: len,
             })?;
-        let buf = RawBuf::try_alloc_zeroed(cap).ok_or(Error::OutOfMemory {
-            requested_bytes: cap,
+        // A layout's size fits `isize`, so every byte of it is charged
+        // (never the "too large to be memory" case of `charge_new`).
+        let charged = self
+            .store
+            .charge_new(cap as u64, strict)
+            .map_err(|e| Error::OverBudget(Box::new(e)))?;
+        let buf = RawBuf::try_alloc_zeroed(cap).ok_or_else(|| {
+            self.store.free_charged(charged);
+            Error::OutOfMemory {
+                requested_bytes: cap,
+            }
         })?;
         self.oversized.fetch_add(1, Ordering::Relaxed);
         self.oversized_in_use.fetch_add(1, Ordering::Relaxed);
         Ok(buf)
     }
 
+    /// Frees an oversized buffer coming back: counted out, uncharged.
+    #[cold]
+    pub(crate) fn free_oversized(&self, buf: RawBuf) {
+        self.oversized_in_use.fetch_sub(1, Ordering::Relaxed);
+        self.store.free_charged(buf.cap() as u64);
+        drop(buf);
+    }
+
+    /// Bumps the epoch (threads inside the pool now flush at their next
+    /// call), frees this thread's cache, takes over and frees the caches
+    /// of threads outside the pool, then trims the store stripe by stripe
+    /// until `token` is cancelled.
+    fn trim_until(&self, token: &CancellationToken) -> Trimmed {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+        let own = local::trim_own(self);
+        let mut t = Trimmed {
+            bytes: own,
+            ..Trimmed::default()
+        };
+        if token.is_cancelled() {
+            t.cancelled = true;
+            return t;
+        }
+        let (items, bytes, takeovers) = self.take_over_caches();
+        t.items += items;
+        t.bytes += bytes;
+        t.takeovers = takeovers;
+        self.maintenance.count_takeovers(takeovers);
+        let (items, bytes, cancelled) = self.store.trim_until(token);
+        t.items += items;
+        t.bytes += bytes;
+        t.cancelled = cancelled;
+        tracing::debug!(
+            pool = %self.name,
+            buffers = t.items,
+            bytes_freed = t.bytes,
+            thread_caches = takeovers,
+            "buffer pool trimmed"
+        );
+        t
+    }
+
+    /// Takes over the magazines of every registered thread cache whose
+    /// thread is outside the pool (local invariant 1): under the registry
+    /// lock it only moves their buffers out; after it, gives the places
+    /// back to the stripes and frees the buffers. Returns (buffers, bytes,
+    /// caches taken over).
+    fn take_over_caches(&self) -> (usize, usize, u64) {
+        let mut moved: Vec<TakenMagazine> = Vec::new();
+        let taken = {
+            let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: registered caches are live while registered, and
+            // they unregister under this lock (local invariant 4).
+            let caches: Vec<&LocalCache> = caches.iter().map(|c| unsafe { &*c.0 }).collect();
+            OwnerState::take_over(caches.iter().map(|c| &c.mags), |i, mags| {
+                caches[i].take_mags(mags, &mut moved);
+            })
+            .unwrap_or(0)
+        };
+        let (mut items, mut bytes) = (0, 0);
+        for m in moved {
+            let size = self.tiers[m.tier];
+            self.store.unallot(m.stripe, m.tier, m.allotted, size);
+            items += m.items.len();
+            bytes += m.items.len() * size;
+            drop(m.items);
+        }
+        self.store.free_charged(bytes as u64);
+        (items, bytes, taken as u64)
+    }
+
     /// Wipes what a user could have written (`0..dirty`) when
-    /// `zero_on_return` is on; counts an oversized buffer out.
+    /// `zero_on_return` is on (never an oversized buffer: it is freed).
     #[inline]
     fn wipe(&self, buf: &RawBuf, tier: u32, dirty: usize) {
-        if tier == OVERSIZED {
-            self.oversized_in_use.fetch_sub(1, Ordering::Relaxed);
-        } else if self.zero_on_return && dirty > 0 {
+        if tier != OVERSIZED && self.zero_on_return && dirty > 0 {
             // SAFETY:
             // - `buf` owns `cap >= dirty` bytes at `ptr` (invariant 2 and
             //   the RawBuf invariant), and no guard points at them anymore;
@@ -452,7 +699,9 @@ impl BufferShared {
     /// Takes back a buffer straight into the store (no thread cache).
     fn release_uncached(&self, buf: RawBuf, tier: u32, dirty: usize) {
         self.wipe(&buf, tier, dirty);
-        if tier != OVERSIZED {
+        if tier == OVERSIZED {
+            self.free_oversized(buf);
+        } else {
             self.store.give(tier as usize, buf);
         }
     }
@@ -535,41 +784,47 @@ impl PooledBuf {
     ///
     /// # Errors
     ///
-    /// [`Error::TooLarge`] or [`Error::OutOfMemory`]; the buffer is
-    /// unchanged.
+    /// [`Error::TooLarge`], [`Error::OutOfMemory`], or
+    /// [`Error::OverBudget`] when a fresh buffer would take the budget past
+    /// its limit; the buffer is unchanged.
     pub fn try_reserve(&mut self, additional: usize) -> Result<()> {
-        let needed = self.len.checked_add(additional).ok_or(Error::TooLarge {
-            requested_bytes: usize::MAX,
-        })?;
-        if needed <= self.capacity() {
-            return Ok(());
-        }
-        self.move_to_larger(needed)
+        self.reserve_inner(additional, true)
     }
 
     /// [`try_reserve`](Self::try_reserve) that panics on failure, as `Vec`
-    /// does.
+    /// does. At the budget's limit it grows all the same, charged past the
+    /// limit, as [`BufferPool::get`] does.
     ///
     /// # Panics
     ///
     /// When the new size is larger than any allocation can be or the
     /// allocator refuses.
     pub fn reserve(&mut self, additional: usize) {
-        if let Err(e) = self.try_reserve(additional) {
+        if let Err(e) = self.reserve_inner(additional, false) {
             panic!("PooledBuf::reserve({additional}): {e}");
         }
     }
 
+    fn reserve_inner(&mut self, additional: usize, strict: bool) -> Result<()> {
+        let needed = self.len.checked_add(additional).ok_or(Error::TooLarge {
+            requested_bytes: usize::MAX,
+        })?;
+        if needed <= self.capacity() {
+            return Ok(());
+        }
+        self.move_to_larger(needed, strict)
+    }
+
     #[cold]
-    fn move_to_larger(&mut self, needed: usize) -> Result<()> {
+    fn move_to_larger(&mut self, needed: usize, strict: bool) -> Result<()> {
         // Grow geometrically past the tiers, as Vec does, so a long append
         // loop of oversized data stays linear.
         let want = needed.max(self.capacity().saturating_mul(2));
         // SAFETY: the guard holds a reference to its cache.
         let shared = &unsafe { self.cache.as_ref() }.pool;
-        let (new, tier) = match shared.acquire_uncached(want) {
+        let (new, tier) = match shared.acquire_uncached(want, strict) {
             Ok(got) => got,
-            Err(_) => shared.acquire_uncached(needed)?,
+            Err(_) => shared.acquire_uncached(needed, strict)?,
         };
         // SAFETY:
         // - the source holds `len` initialized bytes (invariant 1);
@@ -668,9 +923,9 @@ impl PooledBuf {
     /// buf.copy_from_slice(&42u64.to_le_bytes());
     /// let arrow = buf.into_arrow_buffer();
     /// assert_eq!(arrow.typed_data::<u64>(), &[42]);
-    /// assert_eq!(pool.stats().total.in_use, 1);
+    /// assert_eq!(pool.stats().in_use, 1);
     /// drop(arrow);
-    /// assert_eq!(pool.stats().total.in_use, 0);
+    /// assert_eq!(pool.stats().in_use, 0);
     /// ```
     pub fn into_arrow_buffer(self) -> arrow_buffer::Buffer {
         let ptr = self.buf.ptr();
@@ -698,7 +953,7 @@ impl PooledBuf {
     /// let bytes = buf.into_bytes();
     /// assert_eq!(&bytes[..], b"value");
     /// drop(bytes);
-    /// assert_eq!(pool.stats().total.puts, 1);
+    /// assert_eq!(pool.stats().puts_total, 1);
     /// ```
     pub fn into_bytes(self) -> bytes::Bytes {
         bytes::Bytes::from_owner(self)

@@ -1,6 +1,6 @@
 //! Pool configuration: tiers, retention bounds, adaptive sizing, budget.
 
-use ebb_core::budget::MemoryBudget;
+use ebb_core::budget::{MemoryBudget, Reservation};
 use ebb_leak::{ResourceKind, ResourceTracker};
 
 use crate::error::{Error, Result};
@@ -123,11 +123,20 @@ impl AdaptiveConfig {
     }
 }
 
-/// Where a pool charges the bytes it retains.
+/// Where a pool charges the bytes it holds.
 #[derive(Clone, Debug)]
 pub(crate) struct BudgetTarget {
     pub(crate) budget: MemoryBudget,
     pub(crate) consumer: String,
+}
+
+/// The reservation a pool charges: on its budget, or on a private
+/// unlimited one (so `charged_bytes` counts the same either way).
+fn reservation_for(budget: Option<&BudgetTarget>, name: &str) -> Reservation {
+    match budget {
+        Some(b) => b.budget.reservation(b.consumer.clone()),
+        None => MemoryBudget::unlimited().reservation(name),
+    }
 }
 
 /// Configuration of a [`BufferPool`](crate::BufferPool).
@@ -144,6 +153,7 @@ pub(crate) struct BudgetTarget {
 /// ```
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
+    pub(crate) name: String,
     pub(crate) tiers: Vec<usize>,
     pub(crate) max_retained: usize,
     pub(crate) max_retained_bytes: usize,
@@ -162,6 +172,7 @@ impl Default for PoolConfig {
     /// budget.
     fn default() -> Self {
         PoolConfig {
+            name: "buffer_pool".to_owned(),
             tiers: DEFAULT_TIERS.to_vec(),
             max_retained: 32,
             max_retained_bytes: 64 << 20,
@@ -187,6 +198,17 @@ impl PoolConfig {
             max_total_retained_bytes: 16 << 20,
             ..PoolConfig::default()
         }
+    }
+
+    /// The pool's name (default `buffer_pool`): its stats' `pool` label,
+    /// so keep it to a bounded set (one per pool the engine makes).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub(crate) fn reservation(&self) -> Reservation {
+        reservation_for(self.budget.as_ref(), &self.name)
     }
 
     /// Tier sizes in bytes, strictly increasing.
@@ -253,9 +275,11 @@ impl PoolConfig {
         self
     }
 
-    /// Charge retained bytes to a reservation named `consumer` on `budget`.
-    /// A buffer coming back when the budget is full is dropped, never
-    /// failing the caller.
+    /// Charge every buffer the pool holds (lent out or retained, oversized
+    /// ones too) to a reservation named `consumer` on `budget`, from when
+    /// it is made (a miss) until it is freed. Hits and puts never touch the
+    /// budget. At the limit [`try_get`](crate::BufferPool::try_get) is
+    /// refused and [`get`](crate::BufferPool::get) charges past it.
     pub fn with_budget(mut self, budget: &MemoryBudget, consumer: impl Into<String>) -> Self {
         self.budget = Some(BudgetTarget {
             budget: budget.clone(),
@@ -301,6 +325,7 @@ impl PoolConfig {
 /// Configuration of an [`ObjectPool`](crate::ObjectPool).
 #[derive(Clone, Debug)]
 pub struct ObjectPoolConfig {
+    pub(crate) name: String,
     pub(crate) max_retained: usize,
     pub(crate) max_retained_bytes: usize,
     pub(crate) adaptive: AdaptiveConfig,
@@ -314,6 +339,7 @@ impl Default for ObjectPoolConfig {
     /// adaptive sizing on, stripes by core count, no budget.
     fn default() -> Self {
         ObjectPoolConfig {
+            name: "object_pool".to_owned(),
             max_retained: 64,
             max_retained_bytes: 64 << 20,
             adaptive: AdaptiveConfig::default(),
@@ -325,6 +351,17 @@ impl Default for ObjectPoolConfig {
 }
 
 impl ObjectPoolConfig {
+    /// The pool's name (default `object_pool`): its stats' `pool` label,
+    /// so keep it to a bounded set.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub(crate) fn reservation(&self) -> Reservation {
+        reservation_for(self.budget.as_ref(), &self.name)
+    }
+
     /// Track every object handed out as `kind` in `tracker` (the caller of
     /// `get` as the acquisition site).
     pub fn with_tracker(mut self, tracker: ResourceTracker, kind: ResourceKind) -> Self {
@@ -356,7 +393,11 @@ impl ObjectPoolConfig {
         self
     }
 
-    /// Charge retained bytes to a reservation named `consumer` on `budget`.
+    /// Charge every object the pool holds (out or retained, by
+    /// [`Recycle::retained_bytes`](crate::Recycle::retained_bytes)) to a
+    /// reservation named `consumer` on `budget`, from when the factory
+    /// makes it until it is freed. Hits never touch the budget; a put does
+    /// only when the object's size changed since it was charged.
     pub fn with_budget(mut self, budget: &MemoryBudget, consumer: impl Into<String>) -> Self {
         self.budget = Some(BudgetTarget {
             budget: budget.clone(),

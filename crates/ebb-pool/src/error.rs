@@ -1,5 +1,7 @@
 //! Errors of ebb-pool.
 
+use ebb_core::budget::BudgetExceeded;
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -25,4 +27,30 @@ pub enum Error {
         /// Bytes asked for.
         requested_bytes: usize,
     },
+    /// A fresh buffer or object would take the memory budget past its
+    /// limit (a `try_` call); the pool is unchanged. The budget's numbers
+    /// (requested, held, available, limit, consumer) are inside.
+    #[error(transparent)]
+    OverBudget(Box<BudgetExceeded>),
+}
+
+impl Error {
+    /// The budget refusal, if this is one.
+    ///
+    /// ```
+    /// use ebb_core::budget::MemoryBudget;
+    /// use ebb_pool::{BufferPool, PoolConfig};
+    ///
+    /// let budget = MemoryBudget::new(1000);
+    /// let pool = BufferPool::new(PoolConfig::small_records().with_budget(&budget, "pool:a")).unwrap();
+    /// let e = pool.try_get(4000).unwrap_err();
+    /// let refusal = e.budget_exceeded().unwrap();
+    /// assert_eq!((refusal.requested_bytes, refusal.limit_bytes), (4096, 1000));
+    /// ```
+    pub fn budget_exceeded(&self) -> Option<&BudgetExceeded> {
+        match self {
+            Error::OverBudget(e) => Some(e),
+            _ => None,
+        }
+    }
 }

@@ -17,17 +17,29 @@
 //!   A exits ──flush, merge─────▶  freed when local + shared = 0
 //! ```
 //!
+//! A trim reaches every thread's magazines, not only its caller's: the
+//! magazines sit in an [`OwnerState`], so a reclaimer can take over those
+//! of every thread that is outside the pool now (idle, parked, or a tokio
+//! blocking-pool thread that will never call again), free their buffers
+//! and hand the places back to the store. A thread inside the pool at that
+//! moment sees the trim's epoch at its next call and flushes itself.
+//!
 //! Invariants:
-//! 1. `owned` is touched only on the thread whose token is `owner`, and by
+//! 1. `refs` is touched only on the thread whose token is `owner`, and by
 //!    it only until it sets `exited` (tokens are never reused, so no other
-//!    thread ever matches).
+//!    thread ever matches). `mags` is touched by that thread too, inside
+//!    `with_owner`, and by a reclaimer only while it holds the takeover
+//!    and the pool's registry lock (the `owner` module's invariant 1);
+//!    once the cache has left the registry, by its owner alone.
 //! 2. Before the merge, `shared_refs` is `BIAS - (drops on other threads)`,
 //!    far above zero, so no drop frees the cache; the merge adds
 //!    `local_refs - BIAS`, after which `shared_refs` is the number of live
 //!    guards and whoever brings it to zero frees the cache.
 //! 3. A magazine holds at most `allotted` buffers, each place lent by the
 //!    store (the store's invariant 4), so thread caches stay within the
-//!    pool's bounds and budget.
+//!    pool's bounds. Every buffer in a magazine is charged to the budget
+//!    (the store's invariant 6) until it is freed here (`flush`) or by a
+//!    reclaimer that took it over.
 //! 4. A cache is in its pool's registry (and its counters are summed by
 //!    stats) from creation until it retires, when its event counters are
 //!    folded into the pool's retired counters under the same lock.
@@ -40,6 +52,7 @@ use ebb_core::sync::Ordering;
 
 use crate::biased::BiasedCount;
 use crate::buffer::BufferShared;
+use crate::owner::OwnerState;
 use crate::raw::RawBuf;
 use crate::stripe::OwnerCounter;
 
@@ -96,7 +109,8 @@ fn set_mru(value: (*const BufferShared, *const LocalCache)) {
     let _ = MRU.try_with(|m| m.set(value));
 }
 
-/// Per-tier event counters of one cache, written by its owner only.
+/// Per-tier event counters of one cache, written by its owner only (and
+/// `retained` by a reclaimer holding the takeover, invariant 1).
 #[derive(Default)]
 pub(crate) struct LocalCounters {
     pub(crate) gets: OwnerCounter,
@@ -121,13 +135,26 @@ struct Magazine {
     window_gets: u64,
 }
 
-/// The owner-only part (invariant 1).
-struct Owned {
+/// The owner-only part (invariant 1): never reached by a reclaimer.
+struct Refs {
     local_refs: i64,
     exited: bool,
+}
+
+/// The part a reclaimer may take over (invariant 1).
+pub(crate) struct Mags {
     /// The pool's trim epoch this cache has caught up with.
     epoch: u64,
     mags: Box<[Magazine]>,
+}
+
+/// What a reclaimer moved out of one magazine: the buffers, and the
+/// places to give back to `stripe`.
+pub(crate) struct TakenMagazine {
+    pub(crate) tier: usize,
+    pub(crate) stripe: usize,
+    pub(crate) allotted: usize,
+    pub(crate) items: Vec<RawBuf>,
 }
 
 /// One thread's cache of one pool; see the module docs.
@@ -136,14 +163,17 @@ pub(crate) struct LocalCache {
     pub(crate) pool: Arc<BufferShared>,
     /// The atomic half of the biased count (invariant 2).
     shared_refs: BiasedCount,
-    owned: UnsafeCell<Owned>,
+    refs: UnsafeCell<Refs>,
+    /// The magazines, which reclaimers may take over (invariant 1).
+    pub(crate) mags: OwnerState<Mags>,
     pub(crate) counters: Box<[LocalCounters]>,
     /// The store's adaptive interval (`u64::MAX` when adaptive is off).
     window_interval: u64,
 }
 
-// SAFETY: `owned` is reached only on the owner thread (invariant 1), so it
-// is never accessed from two threads; every other field is immutable after
+// SAFETY: `refs` is reached only on the owner thread (invariant 1), so it
+// is never accessed from two threads; `mags` is an `OwnerState`, `Sync`
+// for `Send` contents (buffers); every other field is immutable after
 // construction or atomic. A cache is shared between threads only through
 // raw pointers held by guards, whose lifetime the reference counts govern.
 unsafe impl Sync for LocalCache {}
@@ -172,12 +202,11 @@ impl LocalCache {
             owner,
             pool,
             shared_refs,
-            owned: UnsafeCell::new(Owned {
+            refs: UnsafeCell::new(Refs {
                 local_refs: 1, // the registry's hold
                 exited: false,
-                epoch,
-                mags,
             }),
+            mags: OwnerState::new(Mags { epoch, mags }),
             counters: (0..tiers).map(|_| LocalCounters::default()).collect(),
             window_interval,
         })
@@ -231,15 +260,26 @@ impl LocalCache {
         clippy::mut_from_ref,
         reason = "an UnsafeCell owned by one thread; the caller upholds uniqueness (# Safety)"
     )]
-    unsafe fn owned_here(&self) -> Option<&mut Owned> {
+    unsafe fn refs_here(&self) -> Option<&mut Refs> {
         // The fallback cache's owner, NO_OWNER, is never a thread's token.
         if Some(self.owner) != thread_token() {
             return None;
         }
         // SAFETY: this is the owner thread (invariant 1), and by the
-        // caller's guarantee no other reference to `owned` is live.
-        let owned = unsafe { &mut *self.owned.get() };
-        (!owned.exited).then_some(owned)
+        // caller's guarantee no other reference to `refs` is live.
+        let refs = unsafe { &mut *self.refs.get() };
+        (!refs.exited).then_some(refs)
+    }
+
+    /// Runs `f` on the magazines, on the owner thread (which the caller
+    /// checked with `refs_here`), marked inside; `None` on a re-entrant
+    /// call.
+    #[inline(always)]
+    fn with_mags<R>(&self, f: impl FnOnce(&mut Mags) -> R) -> Option<R> {
+        // SAFETY: called only after `refs_here` found this the owner
+        // thread, the only one that calls `with_owner` or `get_unchecked`
+        // on these magazines (invariant 1).
+        unsafe { self.mags.with_owner(f) }
     }
 
     /// A buffer of tier `t` from this thread's magazine, counted as a get
@@ -248,24 +288,29 @@ impl LocalCache {
     #[inline]
     pub(crate) fn take_local(&self, t: usize) -> Option<RawBuf> {
         // SAFETY: the only reference to the owner-only part in this call.
-        let owned = unsafe { self.owned_here() }?;
-        self.catch_up(owned);
-        let mag = &mut owned.mags[t];
-        let buf = mag.items.pop()?;
-        // Every hit here is a hit for adaptive sizing too; the store hears
-        // of them in batches of its interval.
-        mag.window_gets += 1;
-        if mag.window_gets >= self.window_interval {
-            self.pool
-                .store
-                .feed_window(t, mag.window_gets, mag.window_gets);
-            mag.window_gets = 0;
-        }
-        let c = &self.counters[t];
-        c.gets.add(1);
-        c.hits.add(1);
-        c.retained.sub(1);
-        owned.local_refs += 1;
+        let refs = unsafe { self.refs_here() }?;
+        let buf = self
+            .with_mags(|mags| {
+                self.catch_up(mags);
+                let mag = &mut mags.mags[t];
+                let buf = mag.items.pop()?;
+                // Every hit here is a hit for adaptive sizing too; the store
+                // hears of them in batches of its interval.
+                mag.window_gets += 1;
+                if mag.window_gets >= self.window_interval {
+                    self.pool
+                        .store
+                        .feed_window(t, mag.window_gets, mag.window_gets);
+                    mag.window_gets = 0;
+                }
+                let c = &self.counters[t];
+                c.gets.add(1);
+                c.hits.add(1);
+                c.retained.sub(1);
+                Some(buf)
+            })
+            .flatten()?;
+        refs.local_refs += 1;
         Some(buf)
     }
 
@@ -276,8 +321,8 @@ impl LocalCache {
     #[inline]
     pub(crate) fn acquire(&self) {
         // SAFETY: the only reference to the owner-only part in this call.
-        match unsafe { self.owned_here() } {
-            Some(owned) => owned.local_refs += 1,
+        match unsafe { self.refs_here() } {
+            Some(refs) => refs.local_refs += 1,
             None => self.acquire_shared(),
         }
     }
@@ -295,35 +340,45 @@ impl LocalCache {
         // SAFETY: live by the caller's reference.
         let this = unsafe { cache.as_ref() };
         // SAFETY: the only reference to the owner-only part in this call.
-        if let Some(owned) = unsafe { this.owned_here() } {
+        if let Some(refs) = unsafe { this.refs_here() } {
             // By invariant 2 the registry's hold keeps the cache alive past
             // this plain decrement.
-            owned.local_refs -= 1;
+            refs.local_refs -= 1;
             match t {
-                Some(t) => this.put_local(owned, t, buf),
-                None => drop(buf),
+                Some(t) => this.put_local(t, buf),
+                None => this.pool.free_oversized(buf),
             }
             return;
         }
-        if let Some(t) = t {
-            this.pool.store.give(t, buf);
+        match t {
+            Some(t) => {
+                this.pool.store.give(t, buf);
+            }
+            None => this.pool.free_oversized(buf),
         }
         // SAFETY: the caller's reference, not used again.
         unsafe { LocalCache::release_shared(cache) };
     }
 
     #[inline]
-    fn put_local(&self, owned: &mut Owned, t: usize, buf: RawBuf) {
-        self.catch_up(owned);
-        let mag = &mut owned.mags[t];
-        if mag.items.len() >= mag.allotted && !self.allot(mag, t) {
+    fn put_local(&self, t: usize, buf: RawBuf) {
+        let mut buf = Some(buf);
+        self.with_mags(|mags| {
+            self.catch_up(mags);
+            let mag = &mut mags.mags[t];
+            if mag.items.len() >= mag.allotted && !self.allot(mag, t) {
+                return;
+            }
+            let c = &self.counters[t];
+            c.puts.add(1);
+            c.retained.add(1);
+            if let Some(buf) = buf.take() {
+                mag.items.push(buf);
+            }
+        });
+        if let Some(buf) = buf {
             self.pool.store.give(t, buf);
-            return;
         }
-        let c = &self.counters[t];
-        c.puts.add(1);
-        c.retained.add(1);
-        mag.items.push(buf);
     }
 
     /// Asks the store for the magazine's places, once per flush cycle.
@@ -344,19 +399,20 @@ impl LocalCache {
 
     /// Flushes the magazines when the pool was trimmed since last time.
     #[inline]
-    fn catch_up(&self, owned: &mut Owned) {
-        if owned.epoch != self.pool.epoch.load(Ordering::Relaxed) {
-            self.flush(owned, false);
+    fn catch_up(&self, mags: &mut Mags) {
+        if mags.epoch != self.pool.epoch.load(Ordering::Relaxed) {
+            self.flush(mags, false);
         }
     }
 
     /// Empties every magazine and gives the places back: the buffers go to
-    /// the store (`give_back`) or are freed. Returns the bytes freed.
+    /// the store (`give_back`) or are freed (and uncharged, invariant 3).
+    /// Returns the bytes freed.
     #[cold]
-    fn flush(&self, owned: &mut Owned, give_back: bool) -> usize {
-        owned.epoch = self.pool.epoch.load(Ordering::Relaxed);
+    fn flush(&self, mags: &mut Mags, give_back: bool) -> usize {
+        mags.epoch = self.pool.epoch.load(Ordering::Relaxed);
         let mut freed = 0;
-        for (t, mag) in owned.mags.iter_mut().enumerate() {
+        for (t, mag) in mags.mags.iter_mut().enumerate() {
             let size = self.pool.tiers[t];
             let items = std::mem::take(&mut mag.items);
             let c = &self.counters[t];
@@ -373,7 +429,29 @@ impl LocalCache {
                 }
             }
         }
+        self.pool.store.free_charged(freed as u64);
         freed
+    }
+
+    /// Reclaimer: moves everything out of the magazines of a cache it took
+    /// over (invariant 1: the caller holds the takeover and the registry
+    /// lock), leaving them empty with no places, as a flush would; the
+    /// caller gives the places back and frees the buffers after unlocking.
+    pub(crate) fn take_mags(&self, mags: &mut Mags, out: &mut Vec<TakenMagazine>) {
+        mags.epoch = self.pool.epoch.load(Ordering::Relaxed);
+        for (t, mag) in mags.mags.iter_mut().enumerate() {
+            if mag.allotted == 0 && mag.items.is_empty() {
+                continue;
+            }
+            self.counters[t].retained.set(0);
+            out.push(TakenMagazine {
+                tier: t,
+                stripe: mag.stripe,
+                allotted: std::mem::take(&mut mag.allotted),
+                items: std::mem::take(&mut mag.items),
+            });
+            mag.asked = false;
+        }
     }
 }
 
@@ -402,13 +480,19 @@ unsafe fn retire(cache: NonNull<LocalCache>, give_back: bool) {
     // SAFETY: live, by the registry's reference.
     let this = unsafe { cache.as_ref() };
     // SAFETY: this is the owner thread and the cache is not retired
-    // (invariant 1); no other reference to `owned` is live.
-    let owned = unsafe { &mut *this.owned.get() };
-    this.flush(owned, give_back);
-    owned.exited = true;
+    // (invariant 1); no other reference to `refs` is live.
+    let refs = unsafe { &mut *this.refs.get() };
+    // Out of the pool's registry first: no reclaimer reaches the
+    // magazines after this (invariant 1), and one that took them over
+    // before released the registry lock this took.
     this.pool.unregister(cache.as_ptr(), &this.counters);
-    owned.local_refs -= 1; // the registry's hold
-    if this.shared_refs.merge(owned.local_refs) {
+    // SAFETY: the owner thread, no other reference to the magazines; no
+    // reclaimer can reach them any more (just unregistered, above).
+    let mags = unsafe { this.mags.get_unchecked() };
+    this.flush(mags, give_back);
+    refs.exited = true;
+    refs.local_refs -= 1; // the registry's hold
+    if this.shared_refs.merge(refs.local_refs) {
         // SAFETY: no guard or registry refers to the cache any more
         // (invariant 2), and it came from `Box::leak` in `cache_for`.
         drop(unsafe { Box::from_raw(cache.as_ptr()) });
@@ -478,8 +562,8 @@ fn cache_for_slow(pool: &Arc<BufferShared>) -> Option<NonNull<LocalCache>> {
 
 /// Flushes this thread's cache of `pool`, freeing its buffers; returns the
 /// bytes freed (0 when the thread has none).
-pub(crate) fn trim_own(pool: &Arc<BufferShared>) -> usize {
-    let key = Arc::as_ptr(pool);
+pub(crate) fn trim_own(pool: &BufferShared) -> usize {
+    let key: *const BufferShared = pool;
     REGISTRY
         .try_with(|registry| {
             let registry = registry.try_borrow().ok()?;
@@ -491,8 +575,8 @@ pub(crate) fn trim_own(pool: &Arc<BufferShared>) -> usize {
             // SAFETY: registered caches are live.
             let this = unsafe { cache.as_ref() };
             // SAFETY: the only reference to the owner-only part in this call.
-            let owned = unsafe { this.owned_here() }?;
-            Some(this.flush(owned, false))
+            unsafe { this.refs_here() }?;
+            this.with_mags(|mags| this.flush(mags, false))
         })
         .ok()
         .flatten()

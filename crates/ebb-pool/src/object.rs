@@ -9,10 +9,15 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
+use ebb_core::maintenance::{
+    Due, Maintenance, MaintenanceError, MaintenanceKind, MaintenanceReport,
+};
 use ebb_leak::{ResourceKind, ResourceTracker, Tracked};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ObjectPoolConfig, stripe_count};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::maint::{MaintenanceState, cancelled_report};
 use crate::retain::{RetainStore, Retainable, TierBound};
 use crate::stats::PoolStats;
 
@@ -108,7 +113,7 @@ impl<T: Recycle> Retainable for Obj<T> {
 /// } // cleared and retained
 /// let keys = pool.get();
 /// assert!(keys.is_empty() && keys.capacity() >= 1024);
-/// assert_eq!(pool.stats().total.hits, 1);
+/// assert_eq!(pool.stats().hits_total, 1);
 /// ```
 pub struct ObjectPool<T: Recycle> {
     shared: Arc<ObjectShared<T>>,
@@ -145,7 +150,9 @@ struct ObjectAnchor<T: Recycle> {
 type Factory<T> = Box<dyn Fn() -> T + Send + Sync>;
 
 struct ObjectShared<T: Recycle> {
+    name: String,
     store: RetainStore<Obj<T>>,
+    maintenance: MaintenanceState,
     factory: Factory<T>,
     tracker: Option<(ResourceTracker, ResourceKind)>,
 }
@@ -153,6 +160,7 @@ struct ObjectShared<T: Recycle> {
 impl<T: Recycle> fmt::Debug for ObjectPool<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObjectPool")
+            .field("name", &self.shared.name)
             .field("type", &std::any::type_name::<T>())
             .field("stripes", &self.shared.store.stripe_count())
             .finish()
@@ -171,10 +179,7 @@ impl<T: Recycle> ObjectPool<T> {
         factory: impl Fn() -> T + Send + Sync + 'static,
     ) -> Result<ObjectPool<T>> {
         config.validate()?;
-        let reservation = config
-            .budget
-            .as_ref()
-            .map(|b| b.budget.reservation(b.consumer.clone()));
+        let reservation = config.reservation();
         // Objects have no fixed size: the byte bound is the store's total,
         // and the cap may rise to 16 times where it started.
         let bound = TierBound {
@@ -195,7 +200,9 @@ impl<T: Recycle> ObjectPool<T> {
             reservation,
         );
         let shared = Arc::new(ObjectShared {
+            name: config.name.clone(),
             store,
+            maintenance: MaintenanceState::default(),
             factory: Box::new(factory),
             tracker: config.tracker,
         });
@@ -213,30 +220,73 @@ impl<T: Recycle> ObjectPool<T> {
         })
     }
 
-    /// A retained object, or a new one from the factory.
+    /// A retained object, or a new one from the factory. A new one is
+    /// charged to the budget by its `retained_bytes`, past the limit if
+    /// the budget is full (counted in `budget_overruns_total`);
+    /// [`try_get`](Self::try_get) is refused there instead.
     #[inline]
     #[track_caller]
     pub fn get(&self) -> Pooled<T> {
-        let taken = self.shared.store.take(0);
-        let value = match taken.item {
-            Some(Obj(value)) => value,
-            None => (self.shared.factory)(),
+        match self.get_inner(false) {
+            Ok(p) => p,
+            Err(_) => unreachable!("only a strict get is refused"),
+        }
+    }
+
+    /// [`get`](Self::get), refused when a new object would take the budget
+    /// past its limit.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OverBudget`] (the new object is dropped; nothing stays
+    /// charged, and a retained object is still handed out when there is
+    /// one).
+    #[inline]
+    #[track_caller]
+    pub fn try_get(&self) -> Result<Pooled<T>> {
+        self.get_inner(true)
+    }
+
+    #[inline]
+    #[track_caller]
+    fn get_inner(&self, strict: bool) -> Result<Pooled<T>> {
+        let store = &self.shared.store;
+        let taken = store.take(0);
+        let (value, charged) = match taken.item {
+            Some((Obj(value), bytes)) => (value, bytes as u64),
+            None => {
+                let value = (self.shared.factory)();
+                // User code, outside every lock: if it panics, `value` is
+                // dropped by the unwind and nothing was charged.
+                let bytes = value.retained_bytes() as u64;
+                match store.charge_new(bytes, strict) {
+                    Ok(charged) => (value, charged),
+                    Err(e) => {
+                        store.uncount_get(taken.stripe, 0);
+                        return Err(Error::OverBudget(Box::new(e)));
+                    }
+                }
+            }
         };
         let tracked = match &self.shared.tracker {
             Some((tracker, kind)) => tracker.track(*kind, "object pool"),
             None => Tracked::inert(),
         };
-        Pooled {
+        Ok(Pooled {
             value: ManuallyDrop::new(value),
+            charged,
             anchor: Arc::clone(&self.anchors[taken.stripe]),
             _tracked: tracked,
             _invariant: PhantomData,
-        }
+        })
     }
 
-    /// Drops every retained object; returns the bytes they held.
+    /// Drops every retained object; returns the bytes they held (and
+    /// uncharges them from the budget).
     pub fn trim(&self) -> usize {
-        self.shared.store.trim().1
+        let bytes = self.shared.store.trim().1;
+        self.shared.maintenance.count_released(bytes as u64);
+        bytes
     }
 
     /// Runs the adaptive step now (see
@@ -245,18 +295,91 @@ impl<T: Recycle> ObjectPool<T> {
         self.shared.store.adjust_now();
     }
 
+    /// The pool's name ([`ObjectPoolConfig::with_name`]), its stats'
+    /// `pool` label.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Sets the cap: the most objects retained, which adaptive sizing
+    /// moves on from here. Takes effect at once for puts; objects already
+    /// retained past it go at the next maintenance run (which
+    /// `maintenance_due` then asks for, reason `over_cap`).
+    pub fn set_max_retained(&self, objects: usize) {
+        self.shared.store.set_cap(0, objects);
+    }
+
+    /// Sets the most bytes retained objects may hold, applied like
+    /// [`set_max_retained`](Self::set_max_retained).
+    pub fn set_max_retained_bytes(&self, bytes: usize) {
+        self.shared.store.set_total_bytes(bytes);
+    }
+
     /// A snapshot of the counters; one tier.
     pub fn stats(&self) -> PoolStats {
         let store = &self.shared.store;
-        let tier = store.tier_stats(0, 0);
-        PoolStats {
-            tiers: vec![tier],
-            total: tier,
-            oversized: 0,
-            oversized_in_use: 0,
-            budget_refusals: store.budget_refusals(),
+        let (runs, released, takeovers, last_seconds) = self.shared.maintenance.totals();
+        let mut stats = PoolStats {
+            name: self.shared.name.clone(),
             charged_bytes: store.charged_bytes(),
-        }
+            budget_refusals_total: store.budget_refusals(),
+            budget_overruns_total: store.budget_overruns(),
+            maintenance_runs_total: runs,
+            maintenance_released_bytes_total: released,
+            thread_takeovers_total: takeovers,
+            last_maintenance_seconds: last_seconds,
+            tiers: vec![store.tier_stats(0, 0)],
+            ..PoolStats::default()
+        };
+        stats.sum_tiers();
+        stats
+    }
+}
+
+/// The maintenance contract (`ebb_core::maintenance`), as for
+/// [`BufferPool`](crate::BufferPool): due from counters only (`over_cap`,
+/// `idle_retained`), a run that adjusts the cap now and trims, stripe by
+/// stripe until the token is cancelled.
+impl<T: Recycle> Maintenance for ObjectPool<T> {
+    fn maintenance_kind(&self) -> MaintenanceKind {
+        MaintenanceKind::Pool
+    }
+
+    fn maintenance_due(&self) -> Option<Due> {
+        self.shared.maintenance.due(self.shared.store.pressure())
+    }
+
+    fn run_maintenance(
+        &self,
+        token: &CancellationToken,
+    ) -> Result<MaintenanceReport, MaintenanceError> {
+        let shared = &self.shared;
+        let run = shared.maintenance.begin()?;
+        let mut report = if token.is_cancelled() {
+            cancelled_report()
+        } else {
+            shared.store.adjust_now();
+            let (items, bytes, cancelled) = shared.store.trim_until(token);
+            MaintenanceReport {
+                kind: Some(MaintenanceKind::Pool),
+                cancelled,
+                skipped: items == 0 && !cancelled,
+                bytes_released: bytes as u64,
+                items: items as u64,
+                ..MaintenanceReport::default()
+            }
+        };
+        shared.maintenance.count_released(report.bytes_released);
+        let activity = shared.store.pressure().activity;
+        shared.maintenance.finish(run, activity, &mut report);
+        tracing::info!(
+            pool = %shared.name,
+            bytes_released = report.bytes_released,
+            objects = report.items,
+            cancelled = report.cancelled,
+            "object pool maintenance finished"
+        );
+        Ok(report)
     }
 }
 
@@ -266,6 +389,8 @@ impl<T: Recycle> ObjectPool<T> {
 pub struct Pooled<T: Recycle> {
     /// Taken exactly once, in `Drop`.
     value: ManuallyDrop<T>,
+    /// Bytes this object is charged to the budget (store invariant 6).
+    charged: u64,
     anchor: Arc<CachePadded<ObjectAnchor<T>>>,
     _tracked: Tracked,
     _invariant: Invariant<T>,
@@ -300,23 +425,42 @@ impl<T: Recycle> Drop for Pooled<T> {
         // lock (store invariant 5). If either panics, `value` is dropped by
         // the unwind and the guard counts it as put and discarded, so the
         // stats still balance; no lock is held, none is left held.
-        let lost = LostOnUnwind { store };
+        let lost = LostOnUnwind {
+            store,
+            charged: self.charged,
+        };
         value.recycle();
         let bytes = value.retained_bytes();
         std::mem::forget(lost);
+        // The charge follows the object's size (store invariant 6); the
+        // budget is touched only when the size changed while it was out.
+        let now = bytes as u64;
+        if now > self.charged {
+            if store.charge_growth(now - self.charged).is_err() {
+                // Grown past what the budget allows: freed, not retained.
+                store.free_charged(self.charged);
+                store.count_lost_put(0);
+                drop(value);
+                return;
+            }
+        } else if now < self.charged {
+            store.free_charged(self.charged - now);
+        }
         store.give_sized(0, Obj(value), bytes);
     }
 }
 
-/// Counts a put and a discard if dropped: armed while user code runs in
-/// [`Pooled`]'s drop, forgotten once it returned.
+/// Counts a put and a discard, and uncharges the object, if dropped: armed
+/// while user code runs in [`Pooled`]'s drop, forgotten once it returned.
 struct LostOnUnwind<'a, T: Recycle> {
     store: &'a RetainStore<Obj<T>>,
+    charged: u64,
 }
 
 impl<T: Recycle> Drop for LostOnUnwind<'_, T> {
     #[cold]
     fn drop(&mut self) {
+        self.store.free_charged(self.charged);
         self.store.count_lost_put(0);
     }
 }

@@ -10,12 +10,13 @@
 //!    share, so a tier never retains past its bound.
 //! 2. Retained bytes are paid for with credit: a stripe's `charged_bytes`
 //!    is taken from the pool's `credit_used`, which never passes the
-//!    pool's total byte limit, and (with a budget) is held in the budget
-//!    reservation too. `charged_bytes >= retained_bytes` whenever the
-//!    stripe's lock is free, and `charged_bytes <= retained_bytes + 2 *
-//!    max(granule, largest item)` after a take, so the pool never retains
-//!    past its total and the budget sees what it retains within that slack
-//!    per stripe (taken back from idle stripes when another needs it).
+//!    pool's total byte limit (`total_bytes`, which a setter may lower:
+//!    then no new credit is granted until the credit used is under it
+//!    again). `charged_bytes >= retained_bytes` whenever the stripe's lock
+//!    is free, and `charged_bytes <= retained_bytes + 2 * max(granule,
+//!    largest item)` after a take, so the pool never retains past its
+//!    total (slack is taken back from idle stripes when another needs it).
+//!    Credit is not the budget: see invariant 6.
 //! 3. Event counters (gets, hits, puts, discarded) are counted in the stripe
 //!    of the thread that did the event; `retained` and `retained_bytes` in
 //!    the stripe that holds the items. Sums over stripes are exact.
@@ -29,10 +30,18 @@
 //!    stored number when it comes out, so no count can underflow whatever
 //!    the size method returns (a value that changes, a panic, `usize::MAX`),
 //!    and no user code ever runs under a stripe lock.
+//! 6. The budget reservation holds exactly the bytes of every item the
+//!    pool made and has not freed, retained or out: an item is charged
+//!    when it is made (`charge_new`, on a miss), its charge travels with
+//!    it (`Held::bytes` in the store, the guard's own record outside),
+//!    and it is uncharged by exactly that number where it is freed
+//!    (`free_charged`: a discard, an eviction, a trim). Puts and takes
+//!    never touch the reservation.
 
 use crossbeam_utils::CachePadded;
-use ebb_core::budget::Reservation;
+use ebb_core::budget::{BudgetExceeded, Reservation};
 use ebb_core::sync::{AtomicU64, AtomicUsize, Ordering};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::AdaptiveConfig;
 use crate::stats::TierStats;
@@ -95,7 +104,7 @@ struct StripeState<I> {
 type Counters = Box<[CachePadded<TierCounters>]>;
 type Guard<'a, I> = StripeGuard<'a, StripeState<I>, Counters>;
 
-/// The fixed bounds of one tier.
+/// The starting bounds of one tier.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TierBound {
     /// The most items the tier retains whatever its cap (what its byte
@@ -105,11 +114,34 @@ pub(crate) struct TierBound {
     pub(crate) ceiling: usize,
 }
 
-/// The tier-wide part: its cap, moved by adaptive sizing.
+/// The tier-wide part: its cap, moved by adaptive sizing and setters, and
+/// its bounds, moved by setters.
 struct TierShared {
     cap: AtomicUsize,
-    bound: TierBound,
+    /// [`TierBound::max_items`], settable at run time.
+    max_items: AtomicUsize,
+    /// [`TierBound::ceiling`], settable at run time.
+    ceiling: AtomicUsize,
+    /// Places lent to thread caches now, and their bytes (for
+    /// `maintenance_due`: counters only).
+    lent: AtomicUsize,
+    lent_bytes: AtomicU64,
 }
+
+impl TierShared {
+    /// The most items the tier may hold now: its cap within its bound.
+    #[inline]
+    fn limit(&self) -> usize {
+        self.cap
+            .load(Ordering::Relaxed)
+            .min(self.max_items.load(Ordering::Relaxed))
+    }
+}
+
+/// Most bytes an item may be charged past the budget's limit by an
+/// infallible call (a larger claim is no real allocation: it is not
+/// charged, and the item goes at its next put).
+const MAX_OVERRUN_CHARGE_BYTES: u64 = 1 << 48;
 
 /// Items retained per tier over stripes.
 pub(crate) struct RetainStore<I> {
@@ -118,15 +150,23 @@ pub(crate) struct RetainStore<I> {
     adaptive: AdaptiveConfig,
     /// Bytes of credit stripes hold (invariant 2).
     credit_used: AtomicU64,
-    total_bytes: u64,
+    /// The pool's total retained bound (settable).
+    total_bytes: AtomicU64,
     granule: u64,
-    reservation: Option<Reservation>,
+    /// Every item made and not freed (invariant 6). A private unlimited
+    /// budget's when the pool was given none.
+    reservation: Reservation,
     budget_refusals: AtomicU64,
+    budget_overruns: AtomicU64,
+    /// Adaptive windows fed by thread caches (activity the stripes'
+    /// counters do not see).
+    fed: AtomicU64,
 }
 
 /// What [`RetainStore::take`] found.
 pub(crate) struct Taken<I> {
-    pub(crate) item: Option<I>,
+    /// The item and the bytes it is charged (invariant 6).
+    pub(crate) item: Option<(I, usize)>,
     /// The stripe the taking thread counted in.
     pub(crate) stripe: usize,
 }
@@ -140,7 +180,7 @@ impl<I: Retainable> RetainStore<I> {
         initial_cap: usize,
         total_bytes: usize,
         adaptive: AdaptiveConfig,
-        reservation: Option<Reservation>,
+        reservation: Reservation,
     ) -> Self {
         let tier_count = bounds.len();
         let stripes = Stripes::new(stripes, |_| {
@@ -173,10 +213,10 @@ impl<I: Retainable> RetainStore<I> {
             .iter()
             .map(|&bound| TierShared {
                 cap: AtomicUsize::new(initial_cap),
-                bound: TierBound {
-                    max_items: bound.max_items,
-                    ceiling: bound.ceiling.max(adaptive.floor).max(initial_cap),
-                },
+                max_items: AtomicUsize::new(bound.max_items),
+                ceiling: AtomicUsize::new(bound.ceiling.max(adaptive.floor).max(initial_cap)),
+                lent: AtomicUsize::new(0),
+                lent_bytes: AtomicU64::new(0),
             })
             .collect();
         let total_bytes = total_bytes as u64;
@@ -187,10 +227,12 @@ impl<I: Retainable> RetainStore<I> {
             tiers,
             adaptive,
             credit_used: AtomicU64::new(0),
-            total_bytes,
+            total_bytes: AtomicU64::new(total_bytes),
             granule,
             reservation,
             budget_refusals: AtomicU64::new(0),
+            budget_overruns: AtomicU64::new(0),
+            fed: AtomicU64::new(0),
         }
     }
 
@@ -198,7 +240,8 @@ impl<I: Retainable> RetainStore<I> {
         self.stripes.len()
     }
 
-    /// A retained item of tier `t`, if any (a hit), counted as one get.
+    /// A retained item of tier `t`, if any (a hit), counted as one get,
+    /// with the bytes it is charged (invariant 6).
     #[inline]
     pub(crate) fn take(&self, t: usize) -> Taken<I> {
         let mut guard = self.stripes.lock_home();
@@ -222,7 +265,7 @@ impl<I: Retainable> RetainStore<I> {
         }
         self.settle_charge(&mut guard);
         drop(guard);
-        drop(evicted);
+        self.free_all(evicted);
         Taken { item, stripe }
     }
 
@@ -238,7 +281,7 @@ impl<I: Retainable> RetainStore<I> {
     }
 
     #[cold]
-    fn steal(&self, home: usize, t: usize) -> Option<I> {
+    fn steal(&self, home: usize, t: usize) -> Option<(I, usize)> {
         for k in 1..self.stripes.len() {
             let index = (home + k) % self.stripes.len();
             if let Some(mut other) = self.stripes.try_lock(index) {
@@ -290,11 +333,7 @@ impl<I: Retainable> RetainStore<I> {
 
     #[inline]
     fn give_counted(&self, t: usize, item: Held<I>, count_put: bool) -> bool {
-        let shared = &self.tiers[t];
-        let cap = shared
-            .cap
-            .load(Ordering::Relaxed)
-            .min(shared.bound.max_items);
+        let cap = self.tiers[t].limit();
         let mut guard = self.stripes.lock_home();
         let home = guard.index();
         if count_put {
@@ -302,7 +341,7 @@ impl<I: Retainable> RetainStore<I> {
         }
         let item = match self.try_retain(&mut guard, t, item, cap) {
             Ok(()) => return true,
-            Err(Refused::Budget(item)) => item,
+            Err(Refused::Total(item)) => item,
             Err(Refused::Full(item)) => {
                 // Unlocked while trying the others, so they can take back
                 // this stripe's slack credit if they need it.
@@ -317,7 +356,7 @@ impl<I: Retainable> RetainStore<I> {
         };
         guard.counters()[t].discarded.add(1);
         drop(guard);
-        drop(item);
+        self.free_one(item);
         false
     }
 
@@ -334,7 +373,7 @@ impl<I: Retainable> RetainStore<I> {
             if let Some(mut other) = self.stripes.try_lock(index) {
                 match self.try_retain(&mut other, t, item, cap) {
                     Ok(()) => return Ok(()),
-                    Err(Refused::Budget(back)) => return Err(back),
+                    Err(Refused::Total(back)) => return Err(back),
                     Err(Refused::Full(back)) => item = back,
                 }
             }
@@ -364,18 +403,15 @@ impl<I: Retainable> RetainStore<I> {
         // An item whose size passes what a count can hold passes every
         // bound too: no stripe will take it.
         let Some(needed) = state.retained_bytes.checked_add(bytes) else {
-            return Err(Refused::Budget(item));
+            return Err(Refused::Total(item));
         };
         let needed = needed as u64;
         if needed > state.charged_bytes && self.charge(&mut state.charged_bytes, needed).is_err() {
             // Other stripes may sit on slack credit: take it back and try
             // once more, so the bounds are exact whenever they are free.
             self.squeeze_slack(index);
-            if let Err(refused) = self.charge(&mut state.charged_bytes, needed) {
-                if refused == ChargeRefused::Budget {
-                    self.budget_refusals.fetch_add(1, Ordering::Relaxed);
-                }
-                return Err(Refused::Budget(item));
+            if self.charge(&mut state.charged_bytes, needed).is_err() {
+                return Err(Refused::Total(item));
             }
         }
         // Charged, so `bytes` fits the pool's total: these sums cannot
@@ -392,19 +428,20 @@ impl<I: Retainable> RetainStore<I> {
 
     /// Raises a stripe's credit to at least `needed` bytes, rounded up to
     /// a granule where the total allows (invariant 2). Changes nothing
-    /// when the pool's total or the budget refuses.
-    fn charge(&self, charged: &mut u64, needed: u64) -> Result<(), ChargeRefused> {
+    /// when the pool's total refuses.
+    fn charge(&self, charged: &mut u64, needed: u64) -> Result<(), ()> {
         let least = needed - *charged;
         // Rounding up must not overflow for an item near `u64::MAX` bytes
         // (the total then refuses it below).
         let want = least
             .checked_next_multiple_of(self.granule)
             .unwrap_or(least);
+        let total = self.total_bytes.load(Ordering::Relaxed);
         let mut used = self.credit_used.load(Ordering::Relaxed);
         let grant = loop {
-            let available = self.total_bytes.saturating_sub(used);
+            let available = total.saturating_sub(used);
             if available < least {
-                return Err(ChargeRefused::Total);
+                return Err(());
             }
             let grant = want.min(available);
             match self.credit_used.compare_exchange_weak(
@@ -417,12 +454,6 @@ impl<I: Retainable> RetainStore<I> {
                 Err(seen) => used = seen,
             }
         };
-        if let Some(reservation) = &self.reservation
-            && reservation.try_grow(grant).is_err()
-        {
-            self.credit_used.fetch_sub(grant, Ordering::Relaxed);
-            return Err(ChargeRefused::Budget);
-        }
         *charged += grant;
         Ok(())
     }
@@ -434,9 +465,70 @@ impl<I: Retainable> RetainStore<I> {
         }
         *charged -= bytes;
         self.credit_used.fetch_sub(bytes, Ordering::Relaxed);
-        if let Some(reservation) = &self.reservation {
-            reservation.shrink(bytes);
+    }
+
+    /// Charges a fresh item of `bytes` to the budget (invariant 6): only
+    /// on a miss. `strict` (a `try_` call): refused past the limit, and
+    /// nothing changes. Otherwise charged past the limit all the same
+    /// (counted as an overrun) so the budget sees it, unless the claim is
+    /// too large to be memory. Returns the bytes charged, which the caller
+    /// frees with [`free_charged`](Self::free_charged).
+    ///
+    /// # Errors
+    ///
+    /// The budget's refusal, when `strict`.
+    #[cold]
+    pub(crate) fn charge_new(&self, bytes: u64, strict: bool) -> Result<u64, BudgetExceeded> {
+        match self.reservation.try_grow(bytes) {
+            Ok(()) => Ok(bytes),
+            Err(e) if strict => {
+                self.budget_refusals.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+            Err(_) if bytes <= MAX_OVERRUN_CHARGE_BYTES => {
+                self.budget_overruns.fetch_add(1, Ordering::Relaxed);
+                self.reservation.grow(bytes);
+                Ok(bytes)
+            }
+            Err(_) => Ok(0),
         }
+    }
+
+    /// Charges `bytes` more for an item already out (an object that grew
+    /// while in use), or refuses without changing anything.
+    pub(crate) fn charge_growth(&self, bytes: u64) -> Result<(), BudgetExceeded> {
+        self.reservation.try_grow(bytes).inspect_err(|_| {
+            self.budget_refusals.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// Uncharges `bytes` of items freed (invariant 6).
+    #[inline]
+    pub(crate) fn free_charged(&self, bytes: u64) {
+        if bytes != 0 {
+            self.reservation.shrink(bytes);
+        }
+    }
+
+    /// Frees one item (outside every lock) and uncharges it.
+    fn free_one(&self, held: Held<I>) {
+        self.free_charged(held.bytes as u64);
+        drop(held.item);
+    }
+
+    /// Frees `items` (outside every lock: an object's drop is user code)
+    /// and uncharges them (invariant 6).
+    fn free_all(&self, items: Vec<Held<I>>) -> (usize, usize) {
+        let (mut count, mut bytes) = (0, 0usize);
+        for held in items {
+            count += 1;
+            bytes = bytes.saturating_add(held.bytes);
+            // Uncharged before the drop, so a panicking drop loses no
+            // count.
+            self.free_charged(held.bytes as u64);
+            drop(held.item);
+        }
+        (count, bytes)
     }
 
     /// Takes back every other free stripe's credit beyond what it retains.
@@ -465,7 +557,7 @@ impl<I: Retainable> RetainStore<I> {
 
     /// Moves tier `t`'s cap by the hit rate of this stripe's window and
     /// evicts this stripe's items past its new share into `evicted`.
-    fn adjust_tier(&self, guard: &mut Guard<'_, I>, t: usize, evicted: &mut Vec<I>) {
+    fn adjust_tier(&self, guard: &mut Guard<'_, I>, t: usize, evicted: &mut Vec<Held<I>>) {
         let parts = self.stripes.len();
         let index = guard.index();
         let (state, counters) = guard.parts();
@@ -486,12 +578,21 @@ impl<I: Retainable> RetainStore<I> {
             .cap
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cap| {
                 new_cap = cap;
-                let next = a.next_cap(cap, hit_rate, unused, shared.bound.ceiling)?;
+                let next = a.next_cap(
+                    cap,
+                    hit_rate,
+                    unused,
+                    shared.ceiling.load(Ordering::Relaxed),
+                )?;
                 new_cap = next;
                 Some(next)
             });
-        let keep =
-            share(new_cap.min(shared.bound.max_items), parts, index).saturating_sub(tier.allotted);
+        let keep = share(
+            new_cap.min(shared.max_items.load(Ordering::Relaxed)),
+            parts,
+            index,
+        )
+        .saturating_sub(tier.allotted);
         let c = &counters[t];
         while tier.items.len() > keep {
             let Some(Held { item, bytes }) = tier.items.pop() else {
@@ -503,7 +604,7 @@ impl<I: Retainable> RetainStore<I> {
             c.retained.sub(1);
             c.retained_bytes.sub(bytes as u64);
             c.discarded.add(1);
-            evicted.push(item);
+            evicted.push(Held { item, bytes });
         }
     }
 
@@ -512,6 +613,7 @@ impl<I: Retainable> RetainStore<I> {
     /// sees all traffic, not only what reaches the store.
     #[cold]
     pub(crate) fn feed_window(&self, t: usize, gets: u64, hits: u64) {
+        self.fed.fetch_add(gets, Ordering::Relaxed);
         if !self.adaptive.enabled {
             return;
         }
@@ -526,7 +628,7 @@ impl<I: Retainable> RetainStore<I> {
         }
         self.settle_charge(&mut guard);
         drop(guard);
-        drop(evicted);
+        self.free_all(evicted);
     }
 
     /// The gets between two adaptive steps, or `None` when adaptive sizing
@@ -538,6 +640,9 @@ impl<I: Retainable> RetainStore<I> {
     /// Runs the adaptive step now on every stripe and tier that saw gets
     /// since its last step (the pressure controller and tests use this).
     pub(crate) fn adjust_now(&self) {
+        if !self.adaptive.enabled {
+            return; // caps stay where they were set
+        }
         for index in 0..self.stripes.len() {
             let mut evicted = Vec::new();
             let mut guard = self.stripes.lock(index);
@@ -546,22 +651,30 @@ impl<I: Retainable> RetainStore<I> {
             }
             self.settle_charge(&mut guard);
             drop(guard);
-            drop(evicted);
+            self.free_all(evicted);
         }
     }
 
     /// Drops every retained item; returns (items, bytes) dropped. Their
-    /// budget goes back at once.
+    /// budget goes back at once (invariant 6).
     pub(crate) fn trim(&self) -> (usize, usize) {
+        let (count, bytes, _) = self.trim_until(&CancellationToken::new());
+        (count, bytes)
+    }
+
+    /// [`trim`](Self::trim), stripe by stripe, stopping before the next
+    /// stripe once `token` is cancelled. Returns (items, bytes, cancelled).
+    pub(crate) fn trim_until(&self, token: &CancellationToken) -> (usize, usize, bool) {
         let (mut count, mut bytes) = (0, 0);
         for index in 0..self.stripes.len() {
+            if token.is_cancelled() {
+                return (count, bytes, true);
+            }
             let mut guard = self.stripes.lock(index);
             let (state, counters) = guard.parts();
             let mut dropped = Vec::new();
             let mut allotted_bytes = 0;
             for (tier, c) in state.tiers.iter_mut().zip(counters.iter()) {
-                count += tier.items.len();
-                bytes += tier.bytes;
                 tier.bytes = 0;
                 allotted_bytes += tier.allotted_bytes;
                 dropped.append(&mut tier.items);
@@ -574,9 +687,11 @@ impl<I: Retainable> RetainStore<I> {
             let slack = state.charged_bytes - allotted_bytes as u64;
             self.uncharge(&mut state.charged_bytes, slack);
             drop(guard);
-            drop(dropped);
+            let (n, b) = self.free_all(dropped);
+            count += n;
+            bytes += b;
         }
-        (count, bytes)
+        (count, bytes, false)
     }
 
     /// Lends up to `want` places of tier `t`, each for an item of `bytes`,
@@ -605,10 +720,7 @@ impl<I: Retainable> RetainStore<I> {
 
     fn allot_in(&self, guard: &mut Guard<'_, I>, t: usize, bytes: usize, want: usize) -> usize {
         let shared = &self.tiers[t];
-        let cap = shared
-            .cap
-            .load(Ordering::Relaxed)
-            .min(shared.bound.max_items);
+        let cap = shared.limit();
         let parts = self.stripes.len();
         let index = guard.index();
         let (state, _) = guard.parts();
@@ -629,6 +741,10 @@ impl<I: Retainable> RetainStore<I> {
         tier.allotted_bytes += granted * bytes;
         state.retained_bytes += granted * bytes;
         state.largest_item_bytes = state.largest_item_bytes.max(bytes as u64);
+        shared.lent.fetch_add(granted, Ordering::Relaxed);
+        shared
+            .lent_bytes
+            .fetch_add((granted * bytes) as u64, Ordering::Relaxed);
         granted
     }
 
@@ -645,13 +761,18 @@ impl<I: Retainable> RetainStore<I> {
         tier.allotted_bytes -= count * bytes;
         state.retained_bytes -= count * bytes;
         self.settle_charge(&mut guard);
+        let shared = &self.tiers[t];
+        shared.lent.fetch_sub(count, Ordering::Relaxed);
+        shared
+            .lent_bytes
+            .fetch_sub((count * bytes) as u64, Ordering::Relaxed);
     }
 
     /// Counters of tier `t` summed over stripes.
     pub(crate) fn tier_stats(&self, t: usize, size_bytes: usize) -> TierStats {
         let mut s = TierStats {
-            size_bytes,
-            cap: self.tiers[t].cap.load(Ordering::Relaxed),
+            size_bytes: size_bytes as u64,
+            cap: self.tiers[t].cap.load(Ordering::Relaxed) as u64,
             ..TierStats::default()
         };
         let (mut gets, mut puts) = (0u64, 0u64);
@@ -661,48 +782,124 @@ impl<I: Retainable> RetainStore<I> {
             // order never shows more puts than gets.
             puts = puts.wrapping_add(c.puts.get());
             gets = gets.wrapping_add(c.gets.get());
-            s.hits = s.hits.wrapping_add(c.hits.get());
-            s.discarded = s.discarded.wrapping_add(c.discarded.get());
+            s.hits_total = s.hits_total.wrapping_add(c.hits.get());
+            s.discarded_total = s.discarded_total.wrapping_add(c.discarded.get());
             s.retained = s.retained.wrapping_add(c.retained.get());
             s.retained_bytes = s.retained_bytes.wrapping_add(c.retained_bytes.get());
         }
-        s.gets = gets;
-        s.puts = puts;
-        s.misses = gets.saturating_sub(s.hits);
-        s.allocations = s.misses;
+        s.gets_total = gets;
+        s.puts_total = puts;
+        s.misses_total = gets.saturating_sub(s.hits_total);
+        s.allocations_total = s.misses_total;
         s.in_use = gets.saturating_sub(puts);
         s
     }
 
-    /// Puts refused because the budget was full.
+    /// Fresh allocations the budget refused.
     pub(crate) fn budget_refusals(&self) -> u64 {
         self.budget_refusals.load(Ordering::Relaxed)
     }
 
-    /// Credit held for retained items (at least the retained bytes,
-    /// invariant 2); with a budget, what its reservation holds.
+    /// Fresh allocations charged past the budget's limit.
+    pub(crate) fn budget_overruns(&self) -> u64 {
+        self.budget_overruns.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the budget reservation holds: every item made and not freed
+    /// (invariant 6).
     pub(crate) fn charged_bytes(&self) -> u64 {
-        self.credit_used.load(Ordering::Relaxed)
+        self.reservation.size()
+    }
+
+    /// Sets the pool's total retained bound (invariant 2: lowering it
+    /// refuses new credit until what is used is under it).
+    pub(crate) fn set_total_bytes(&self, bytes: usize) {
+        self.total_bytes.store(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// The pool's total retained bound.
+    pub(crate) fn total_bytes(&self) -> u64 {
+        self.total_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets tier `t`'s cap (adaptive sizing moves it on from there).
+    pub(crate) fn set_cap(&self, t: usize, cap: usize) {
+        self.tiers[t].cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Sets tier `t`'s item bound and the ceiling adaptive sizing may
+    /// raise its cap to.
+    pub(crate) fn set_max_items(&self, t: usize, max_items: usize) {
+        let shared = &self.tiers[t];
+        shared.max_items.store(max_items, Ordering::Relaxed);
+        shared
+            .ceiling
+            .store(max_items.max(self.adaptive.floor), Ordering::Relaxed);
+    }
+
+    /// What `maintenance_due` reads, from counters only (no lock).
+    pub(crate) fn pressure(&self) -> Pressure {
+        let mut p = Pressure {
+            activity: self.fed.load(Ordering::Relaxed),
+            ..Pressure::default()
+        };
+        for (t, shared) in self.tiers.iter().enumerate() {
+            let (mut items, mut bytes) = (0u64, 0u64);
+            for counters in self.stripes.counters() {
+                let c = &counters[t];
+                p.activity = p
+                    .activity
+                    .wrapping_add(c.gets.get())
+                    .wrapping_add(c.puts.get());
+                items = items.wrapping_add(c.retained.get());
+                bytes = bytes.wrapping_add(c.retained_bytes.get());
+            }
+            let lent = shared.lent.load(Ordering::Relaxed) as u64;
+            let lent_bytes = shared.lent_bytes.load(Ordering::Relaxed);
+            p.store_bytes = p.store_bytes.wrapping_add(bytes);
+            p.lent_bytes = p.lent_bytes.wrapping_add(lent_bytes);
+            let held = items + lent;
+            let limit = shared.limit() as u64;
+            if held > limit {
+                let held_bytes = bytes + lent_bytes;
+                p.over_cap_bytes += held_bytes / held * (held - limit);
+            }
+        }
+        let total = p.store_bytes + p.lent_bytes;
+        p.over_cap_bytes = p
+            .over_cap_bytes
+            .max(total.saturating_sub(self.total_bytes()));
+        p
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ChargeRefused {
-    /// The pool's total byte bound.
-    Total,
-    /// The memory budget.
-    Budget,
+/// Counters behind `maintenance_due`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Pressure {
+    /// Gets and puts the stripes counted plus thread caches' fed windows:
+    /// unchanged between two reads means no traffic reached the store.
+    pub(crate) activity: u64,
+    /// Bytes retained in the store.
+    pub(crate) store_bytes: u64,
+    /// Bytes lent to thread caches.
+    pub(crate) lent_bytes: u64,
+    /// Bytes held past a cap or the total bound.
+    pub(crate) over_cap_bytes: u64,
 }
 
 enum Refused<I> {
     /// A bound of this stripe is reached; another stripe may take it.
     Full(Held<I>),
-    /// The total or the budget refused; no stripe will do better.
-    Budget(Held<I>),
+    /// The total refused; no stripe will do better.
+    Total(Held<I>),
 }
 
 #[inline]
-fn pop<I: Retainable>(state: &mut StripeState<I>, c: &TierCounters, t: usize) -> Option<I> {
+fn pop<I: Retainable>(
+    state: &mut StripeState<I>,
+    c: &TierCounters,
+    t: usize,
+) -> Option<(I, usize)> {
     let tier = &mut state.tiers[t];
     let Held { item, bytes } = tier.items.pop()?;
     // Invariant 5: exactly what this item added when it went in.
@@ -710,5 +907,5 @@ fn pop<I: Retainable>(state: &mut StripeState<I>, c: &TierCounters, t: usize) ->
     state.retained_bytes -= bytes;
     c.retained.sub(1);
     c.retained_bytes.sub(bytes as u64);
-    Some(item)
+    Some((item, bytes))
 }

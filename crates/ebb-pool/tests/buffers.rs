@@ -1,6 +1,5 @@
 //! Behaviour of BufferPool and ObjectPool one scenario at a time.
 
-use ebb_core::budget::MemoryBudget;
 use ebb_pool::{
     AdaptiveConfig, BUFFER_ALIGN, BufferPool, Error, ObjectPool, ObjectPoolConfig, PoolConfig,
     Recycle,
@@ -18,7 +17,7 @@ fn zero_on_return_wipes_what_the_last_user_wrote() {
     a.resize(4096, 0xcd); // up to the capacity: all of it is dirty
     drop(a);
     let b = pool.get(4096);
-    assert_eq!(pool.stats().total.hits, 1, "the same buffer came back");
+    assert_eq!(pool.stats().hits_total, 1, "the same buffer came back");
     assert!(
         b.iter().all(|&x| x == 0),
         "old bytes crossed to the next user"
@@ -33,7 +32,7 @@ fn without_zero_on_return_the_next_user_sees_old_bytes() {
     a.fill(0xab);
     drop(a);
     let b = pool.get(100);
-    assert_eq!(pool.stats().total.hits, 1);
+    assert_eq!(pool.stats().hits_total, 1);
     assert!(b.iter().all(|&x| x == 0xab));
 }
 
@@ -58,11 +57,11 @@ fn arrow_buffer_returns_to_the_pool_after_the_last_clone_drops() {
     let slice = arrow.slice(8);
     drop(arrow);
     drop(clone);
-    assert_eq!(pool.stats().total.in_use, 1, "a slice still holds it");
+    assert_eq!(pool.stats().in_use, 1, "a slice still holds it");
     assert_eq!(slice.as_slice(), &[7; 8]);
     drop(slice);
     let stats = pool.stats();
-    assert_eq!((stats.total.in_use, stats.total.retained), (0, 1));
+    assert_eq!((stats.in_use, stats.retained), (0, 1));
 }
 
 #[test]
@@ -74,9 +73,9 @@ fn bytes_return_to_the_pool_after_the_last_clone_drops() {
     let hello = bytes.slice(0..5);
     drop(bytes);
     assert_eq!(&hello[..], b"hello");
-    assert_eq!(pool.stats().total.in_use, 1);
+    assert_eq!(pool.stats().in_use, 1);
     drop(hello);
-    assert_eq!(pool.stats().total.in_use, 0);
+    assert_eq!(pool.stats().in_use, 0);
 }
 
 #[test]
@@ -96,10 +95,10 @@ fn oversized_requests_are_counted_and_freed_not_retained() {
     assert!(buf.is_oversized());
     assert_eq!(buf.capacity() % BUFFER_ALIGN, 0);
     let stats = pool.stats();
-    assert_eq!((stats.oversized, stats.oversized_in_use), (1, 1));
+    assert_eq!((stats.oversized_total, stats.oversized_in_use), (1, 1));
     drop(buf);
     let stats = pool.stats();
-    assert_eq!((stats.oversized_in_use, stats.total.retained), (0, 0));
+    assert_eq!((stats.oversized_in_use, stats.retained), (0, 0));
 }
 
 #[test]
@@ -128,7 +127,7 @@ fn impossible_sizes_are_errors_not_panics() {
     ));
     assert!(matches!(buf.try_set_len(513), Err(Error::TooLarge { .. })));
     assert_eq!(buf.len(), 10, "a failed call changes nothing");
-    assert_eq!(pool.stats().total.in_use, 1);
+    assert_eq!(pool.stats().in_use, 1);
 }
 
 #[test]
@@ -141,7 +140,7 @@ fn growth_past_the_largest_tier_becomes_oversized_and_keeps_the_bytes() {
     assert!(buf[..4000].iter().all(|&b| b == 9) && buf[4000..].iter().all(|&b| b == 1));
     let stats = pool.stats();
     assert_eq!(
-        (stats.total.in_use, stats.total.retained),
+        (stats.in_use, stats.retained),
         (0, 1),
         "the old buffer went back"
     );
@@ -175,12 +174,16 @@ fn bounds_cap_what_is_retained() {
     drop(held);
     let mib = pool.stats().tiers[6];
     assert_eq!(mib.size_bytes, 1 << 20);
-    assert_eq!((mib.retained, mib.discarded), (3, 7), "3 MiB per tier");
+    assert_eq!(
+        (mib.retained, mib.discarded_total),
+        (3, 7),
+        "3 MiB per tier"
+    );
     let held: Vec<_> = (0..10).map(|_| pool.get(1000)).collect();
     drop(held);
     let kib = pool.stats().tiers[1];
     assert_eq!(
-        (kib.retained, kib.discarded),
+        (kib.retained, kib.discarded_total),
         (0, 10),
         "the 3 MiB total is full"
     );
@@ -191,62 +194,12 @@ fn bounds_cap_what_is_retained() {
 }
 
 #[test]
-fn retained_bytes_are_charged_to_the_budget_and_refused_past_it() {
-    let budget = MemoryBudget::new(3 << 20);
-    let pool = BufferPool::new(
-        PoolConfig::default()
-            .with_stripes(1)
-            .with_budget(&budget, "pool:test"),
-    )
-    .unwrap();
-    let held: Vec<_> = (0..5).map(|_| pool.get(1 << 20)).collect();
-    assert_eq!(
-        budget.reserved_bytes(),
-        0,
-        "buffers in use are the caller's"
-    );
-    drop(held);
-    let stats = pool.stats();
-    assert_eq!(stats.total.retained, 3);
-    assert_eq!(stats.budget_refusals, 2);
-    assert_eq!(stats.charged_bytes, 3 << 20);
-    assert_eq!(budget.reserved_bytes(), 3 << 20);
-    // Gets still work at the limit.
-    let more: Vec<_> = (0..5).map(|_| pool.get(1 << 20)).collect();
-    drop(more);
-    pool.trim();
-    assert_eq!(budget.reserved_bytes(), 0);
-}
-
-#[test]
-fn budget_charge_follows_retained_bytes_down() {
-    let budget = MemoryBudget::unlimited();
-    let pool = BufferPool::new(
-        PoolConfig::default()
-            .with_stripes(1)
-            .with_budget(&budget, "pool:test"),
-    )
-    .unwrap();
-    let held: Vec<_> = (0..4).map(|_| pool.get(4 << 20)).collect();
-    drop(held);
-    assert_eq!(budget.reserved_bytes(), 16 << 20);
-    let held: Vec<_> = (0..4).map(|_| pool.get(4 << 20)).collect();
-    // The stripe keeps slack of one 4 MiB buffer, not all 16 MiB.
-    let charged = budget.reserved_bytes();
-    assert!(
-        charged <= 8 << 20,
-        "charge {charged} stayed after the buffers left"
-    );
-    drop(held);
-}
-
-#[test]
 fn buffers_dropped_on_another_thread_return_to_the_pool() {
     let pool = pool(true);
     let bufs: Vec<_> = (0..8).map(|_| pool.get(1000)).collect();
     std::thread::spawn(move || drop(bufs)).join().unwrap();
     let stats = pool.stats();
-    assert_eq!((stats.total.in_use, stats.total.retained), (0, 8));
+    assert_eq!((stats.in_use, stats.retained), (0, 8));
 }
 
 #[test]
@@ -277,7 +230,7 @@ fn adaptive_sizing_raises_the_cap_under_misses_and_lowers_it_when_idle() {
     let lowered = pool.stats().tiers[0];
     assert!(lowered.cap < raised, "cap {} did not fall", lowered.cap);
     assert!(lowered.cap >= 10, "under the floor");
-    assert!(lowered.retained as usize <= lowered.cap);
+    assert!(lowered.retained <= lowered.cap);
 }
 
 #[derive(Default)]
@@ -309,32 +262,14 @@ fn object_pool_recycles_reuses_and_bounds() {
     let c = pool.get();
     drop((a, b, c));
     let stats = pool.stats();
-    assert_eq!((stats.total.retained, stats.total.discarded), (2, 1));
+    assert_eq!((stats.retained, stats.discarded_total), (2, 1));
     let t = pool.get();
     assert!(t.keys.is_empty(), "recycle ran");
     assert_eq!(t.recycled, 1);
-    assert_eq!(pool.stats().total.hits, 1);
+    assert_eq!(pool.stats().hits_total, 1);
     drop(t);
     assert!(pool.trim() > 0);
-    assert_eq!(pool.stats().total.retained, 0);
-}
-
-#[test]
-fn object_pool_charges_retained_bytes_to_the_budget() {
-    let budget = MemoryBudget::new(1 << 20);
-    let pool = ObjectPool::new(
-        ObjectPoolConfig::default()
-            .with_stripes(1)
-            .with_budget(&budget, "pool:vecs"),
-        || Vec::<u8>::with_capacity(600 << 10),
-    )
-    .unwrap();
-    let held: Vec<_> = (0..3).map(|_| pool.get()).collect();
-    drop(held);
-    let stats = pool.stats();
-    assert_eq!(stats.total.retained, 1, "only one 600 KiB vec fits 1 MiB");
-    assert_eq!(stats.budget_refusals, 2);
-    assert!(budget.reserved_bytes() <= 1 << 20);
+    assert_eq!(pool.stats().retained, 0);
 }
 
 #[test]

@@ -1,6 +1,11 @@
-//! loom model of the biased reference count behind thread caches: the
-//! owner counts in a plain integer, other threads release atomically, the
-//! owner merges when it retires. Exactly one party must see "last".
+//! loom models of the thread caches' concurrent cores, over the real code:
+//!
+//! - the biased reference count: the owner counts in a plain integer,
+//!   other threads release atomically, the owner merges when it retires;
+//!   exactly one party must see "last";
+//! - the magazines' takeover (`OwnerState` over `ebb_core::presence`): an
+//!   owner working on its state and a reclaimer taking it over are never
+//!   inside at once, and nothing is lost or seen twice.
 //!
 //! Run with `just loom` (`RUSTFLAGS="--cfg loom" cargo test --release -p
 //! ebb-pool --test loom`).
@@ -8,7 +13,7 @@
 #![cfg(loom)]
 
 use ebb_core::sync::{Arc, AtomicUsize, Ordering};
-use ebb_pool::__private::BiasedCount;
+use ebb_pool::__private::{BiasedCount, OwnerState};
 
 /// The owner made three guards (plus its registry hold): it drops one
 /// itself, two other threads drop one each, and the owner retires, all at
@@ -72,5 +77,49 @@ fn unowned_releases_free_once() {
         }
         t.join().unwrap();
         assert_eq!(frees.load(Ordering::Relaxed), 1);
+    });
+}
+
+/// The owner puts two items into its state, each in its own `with_owner`
+/// (as two drops into a magazine), while a reclaimer takes the state over
+/// and drains it (as a trim). They are never inside together (a shared
+/// counter would show 2), and every item ends exactly once either taken
+/// or still in the state.
+#[test]
+fn an_owner_and_a_takeover_never_overlap_and_lose_nothing() {
+    loom::model(|| {
+        let state = Arc::new(OwnerState::new(Vec::<u32>::new()));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let reclaimer = {
+            let (state, inside) = (Arc::clone(&state), Arc::clone(&inside));
+            loom::thread::spawn(move || {
+                let mut taken = Vec::new();
+                let n = OwnerState::take_over(std::iter::once(&*state), |i, s| {
+                    assert_eq!(i, 0);
+                    assert_eq!(inside.fetch_add(1, Ordering::Relaxed), 0, "both inside");
+                    taken.append(s);
+                    inside.fetch_sub(1, Ordering::Relaxed);
+                });
+                assert!(n.is_some(), "loom always has its barrier");
+                taken
+            })
+        };
+        for item in [1, 2] {
+            // SAFETY: this thread is the only owner of `state`.
+            let done = unsafe {
+                state.with_owner(|s| {
+                    assert_eq!(inside.fetch_add(1, Ordering::Relaxed), 0, "both inside");
+                    s.push(item);
+                    inside.fetch_sub(1, Ordering::Relaxed);
+                })
+            };
+            assert!(done.is_some(), "not re-entrant");
+        }
+        let mut all = reclaimer.join().unwrap();
+        // SAFETY: the owner, and the reclaimer is gone (joined: its writes
+        // happen before this).
+        all.extend(unsafe { state.get_unchecked() }.drain(..));
+        all.sort_unstable();
+        assert_eq!(all, [1, 2]);
     });
 }

@@ -95,11 +95,11 @@ fn run(zero: bool) {
     });
     assert_eq!(bad, 0, "wrong reads");
     let stats = pool.stats();
-    assert_eq!(stats.total.in_use, 0);
+    assert_eq!(stats.in_use, 0);
     assert_eq!(stats.oversized_in_use, 0);
-    assert_eq!(stats.total.gets, stats.total.puts);
-    assert_eq!(stats.total.gets + stats.oversized, 2 * n);
-    assert!(stats.total.hits > 0);
+    assert_eq!(stats.gets_total, stats.puts_total);
+    assert_eq!(stats.gets_total + stats.oversized_total, 2 * n);
+    assert!(stats.hits_total > 0);
 }
 
 #[test]

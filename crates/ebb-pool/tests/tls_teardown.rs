@@ -117,11 +117,19 @@ fn hold(f: &Fixture) -> Held {
 }
 
 fn assert_balanced(f: &Fixture) {
-    let b = f.buffers.stats().total;
-    assert_eq!((b.in_use, b.gets), (0, b.puts), "buffers: {b:?}");
-    assert_eq!(b.gets, b.hits + b.misses);
-    let o = f.objects.stats().total;
-    assert_eq!((o.in_use, o.gets), (0, o.puts), "objects: {o:?}");
+    let b = f.buffers.stats();
+    assert_eq!(
+        (b.in_use, b.gets_total),
+        (0, b.puts_total),
+        "buffers: {b:?}"
+    );
+    assert_eq!(b.gets_total, b.hits_total + b.misses_total);
+    let o = f.objects.stats();
+    assert_eq!(
+        (o.in_use, o.gets_total),
+        (0, o.puts_total),
+        "objects: {o:?}"
+    );
     assert!(
         f.tracker.live_counts().is_empty(),
         "tracked: {:?}",
