@@ -44,7 +44,7 @@ use std::collections::BinaryHeap;
 use std::marker::PhantomData;
 
 use ebb_core::os::{Advice, Mapping, page_size};
-use ebb_core::sync::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use ebb_core::sync::{AtomicU8, AtomicU64, AtomicUsize, Ordering, TasGuard, TasLock};
 use rayon::prelude::*;
 
 use crate::backend::{
@@ -113,7 +113,7 @@ pub struct NativeGraph {
     levels: Vec<AtomicU8>,
     /// Every id inserted (invariant 1), with room for `cap` ids.
     inserted: IdSet,
-    locks: Box<[AtomicBool]>,
+    locks: Box<[TasLock]>,
     entry: AtomicU64,
     len: AtomicUsize,
     /// Heap bytes of the upper-layer blocks (`init_node` adds each node's),
@@ -144,13 +144,7 @@ unsafe impl Sync for NativeGraph {}
 /// A held stripe lock: proof, for [`NativeGraph::write_links`] and
 /// [`NativeGraph::links_locked`], that no other thread touches the links
 /// of the nodes of this stripe.
-struct StripeLock<'a>(&'a AtomicBool);
-
-impl Drop for StripeLock<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
+struct StripeLock<'a>(TasGuard<'a>);
 
 /// Proof that no thread writes this graph while the token lives (made by
 /// [`NativeGraph::frozen`], whose caller guarantees it): links may be read
@@ -264,22 +258,12 @@ impl NativeGraph {
     }
 
     fn lock(&self, id: u32) -> StripeLock<'_> {
-        let l = &self.locks[id as usize % LOCK_STRIPES];
-        let mut spins = 0u32;
-        while l.swap(true, Ordering::Acquire) {
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-        StripeLock(l)
+        StripeLock(self.locks[id as usize % LOCK_STRIPES].lock())
     }
 
     /// Whether `g` is `id`'s stripe lock of this graph.
     fn holds(&self, g: &StripeLock<'_>, id: u32) -> bool {
-        std::ptr::eq(g.0, &self.locks[id as usize % LOCK_STRIPES])
+        g.0.holds(&self.locks[id as usize % LOCK_STRIPES])
     }
 
     /// A token for reading links without locks.
@@ -747,7 +731,7 @@ impl GraphBackend for NativeGraph {
             upper,
             levels,
             inserted,
-            locks: (0..LOCK_STRIPES).map(|_| AtomicBool::new(false)).collect(),
+            locks: (0..LOCK_STRIPES).map(|_| TasLock::new()).collect(),
             entry: AtomicU64::new(EMPTY),
             len: AtomicUsize::new(0),
             upper_bytes: AtomicUsize::new(0),
