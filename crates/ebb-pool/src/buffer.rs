@@ -31,7 +31,7 @@ use ebb_leak::{ResourceKind, ResourceTracker, Tracked};
 
 use crate::error::{Error, Result};
 use crate::local::{self, LocalCache, LocalCounters, TakenMagazine};
-use crate::maint::{MaintenanceState, cancelled_report};
+use crate::maint::{MaintenanceState, cancelled_report, trim_report};
 use crate::owner::OwnerState;
 use crate::raw::{RawBuf, layout};
 use crate::retain::{RetainStore, TierBound};
@@ -473,14 +473,7 @@ impl Maintenance for BufferPool {
         } else {
             shared.store.adjust_now();
             let t = shared.trim_until(token);
-            MaintenanceReport {
-                kind: Some(MaintenanceKind::Pool),
-                cancelled: t.cancelled,
-                skipped: t.items == 0 && !t.cancelled,
-                bytes_released: t.bytes as u64,
-                items: t.items as u64,
-                ..MaintenanceReport::default()
-            }
+            trim_report(t.items, t.bytes, t.cancelled)
         };
         shared.maintenance.count_released(report.bytes_released);
         let activity = shared.store.pressure().activity;

@@ -124,9 +124,17 @@ impl MaintenanceState {
 
 /// The report of a run that was cancelled before it began.
 pub(crate) fn cancelled_report() -> MaintenanceReport {
+    trim_report(0, 0, true)
+}
+
+/// The report of a trim that freed `items` holding `bytes`.
+pub(crate) fn trim_report(items: usize, bytes: usize, cancelled: bool) -> MaintenanceReport {
     MaintenanceReport {
         kind: Some(MaintenanceKind::Pool),
-        cancelled: true,
+        cancelled,
+        skipped: items == 0 && !cancelled,
+        bytes_released: bytes as u64,
+        items: items as u64,
         ..MaintenanceReport::default()
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ObjectPoolConfig, stripe_count};
 use crate::error::{Error, Result};
-use crate::maint::{MaintenanceState, cancelled_report};
+use crate::maint::{MaintenanceState, cancelled_report, trim_report};
 use crate::retain::{RetainStore, Retainable, TierBound};
 use crate::stats::PoolStats;
 
@@ -360,14 +360,7 @@ impl<T: Recycle> Maintenance for ObjectPool<T> {
         } else {
             shared.store.adjust_now();
             let (items, bytes, cancelled) = shared.store.trim_until(token);
-            MaintenanceReport {
-                kind: Some(MaintenanceKind::Pool),
-                cancelled,
-                skipped: items == 0 && !cancelled,
-                bytes_released: bytes as u64,
-                items: items as u64,
-                ..MaintenanceReport::default()
-            }
+            trim_report(items, bytes, cancelled)
         };
         shared.maintenance.count_released(report.bytes_released);
         let activity = shared.store.pressure().activity;
