@@ -82,6 +82,10 @@ const ORPHANS: usize = 2;
 pub(crate) struct ThreadShared {
     count: AtomicI64,
     presence: Presence,
+    /// The entry was made for one `with_local` call alone (see
+    /// `enter_temporary`) and is freed after it. Set at creation, never
+    /// written after.
+    temporary: bool,
 }
 
 /// A registered thread entry (invariant 5).
@@ -361,29 +365,37 @@ impl Reclaimer {
     /// that hands everything back as it drops (invariant 1). If `f` panics,
     /// the entry is released all the same.
     ///
-    /// `f` is called inline on both paths and is never handed to an
-    /// out-of-line function: a closure passed to one must exist in memory,
-    /// and then everything it captures by reference does too, which costs
-    /// the fast path its constants (a record's length and alignment) and a
-    /// dozen stores. Only the entry is found out of line (`enter_slow`).
+    /// `f` is called at one site, inline, for both paths, and is never
+    /// handed to an out-of-line function: a closure passed to one (or
+    /// called from two sites, which makes LLVM outline it) must exist in
+    /// memory, and then everything it captures by reference does too,
+    /// which costs the fast path its constants (a record's length and
+    /// alignment) and a dozen stores. Only the entry is found out of line
+    /// (`enter_slow`).
     #[inline(always)]
     pub fn with_local<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
         let (uid, entry, thread) = LAST.get();
+        let mut cached = None;
         if uid == self.uid {
             // SAFETY: a cached entry of this arena is alive while the arena
             // is (we are in one of its methods); `thread` is its shared
             // part, in an `Arc` the entry holds.
-            let thread = unsafe { &*thread };
-            if let Some(entered) = thread.presence.try_enter() {
-                // SAFETY: this thread's live entry, entered just now.
-                return unsafe { run_entered(entry, thread, entered, f) };
+            if unsafe { &(*thread).presence }.try_enter().is_some() {
+                // SAFETY: `LAST` caches `Box` and `Arc` pointers, never
+                // null, whenever its uid is an arena's (`NO_ENTRY`'s is no
+                // arena's).
+                cached = Some(unsafe { EnteredEntry::new(entry, thread) });
             }
         }
-        let slow = self.enter_slow();
-        // SAFETY: `slow` holds a live entry of this thread for this arena,
-        // entered (so no other reference to it is handed out, invariant 1)
-        // until `slow` drops, after `f` returns or unwinds.
-        f(unsafe { &mut *slow.entry.as_ptr() })
+        let entered = match cached {
+            Some(entered) => entered,
+            None => self.enter_slow(),
+        };
+        // SAFETY: `entered` holds a live entry of this thread for this
+        // arena, entered (so no other reference to it is handed out and
+        // reclaimers keep out, invariants 1 and 4) until it drops, after
+        // `f` returns or unwinds.
+        f(unsafe { &mut *entered.entry.as_ptr() })
     }
 
     /// `with_local` past its one-compare fast path: another arena was used
@@ -391,19 +403,14 @@ impl Reclaimer {
     /// the entry entered, this thread's own or a temporary one.
     #[cold]
     #[inline(never)]
-    fn enter_slow(&self) -> SlowEntry {
+    fn enter_slow(&self) -> EnteredEntry {
         if let Some((entry, thread)) = self.find_local() {
             // SAFETY: `find_local` returns live entries of this arena and
             // their shared parts.
-            let presence = unsafe { &(*thread).presence };
-            if let Some(entered) = presence.try_enter() {
-                return SlowEntry {
-                    // SAFETY: `find_local` returns `Box` pointers, never null.
-                    entry: unsafe { NonNull::new_unchecked(entry) },
-                    presence: NonNull::from(presence),
-                    entered,
-                    temporary: false,
-                };
+            if unsafe { &(*thread).presence }.try_enter().is_some() {
+                // SAFETY: `find_local` returns `Box` and `Arc` pointers,
+                // never null, just entered.
+                return unsafe { EnteredEntry::new(entry, thread) };
             }
         }
         self.enter_temporary()
@@ -415,26 +422,21 @@ impl Reclaimer {
     /// was: it never caches a temporary entry.
     #[cold]
     #[inline(never)]
-    fn enter_temporary(&self) -> SlowEntry {
-        let ListEntry { local, thread, .. } = self.new_local();
-        // The entry's own `thread` keeps the presence alive until the entry
-        // is freed, which `SlowEntry` does only after its exit.
-        let presence = NonNull::from(&thread.presence);
+    fn enter_temporary(&self) -> EnteredEntry {
+        let ListEntry { local, thread, .. } = self.new_local(true);
+        // The entry's own `thread` keeps its shared part alive until the
+        // entry is freed, which `EnteredEntry` does only after its exit.
+        let shared: *const ThreadShared = &**thread;
         drop(thread);
-        // SAFETY: the presence lives in the new entry's `ThreadShared`,
-        // which the entry holds (see above) and which is not freed before
-        // the entry is.
-        let Some(entered) = (unsafe { presence.as_ref() }).try_enter() else {
+        // SAFETY: the shared part is the new entry's, which holds it (see
+        // above) and is not freed before the entry is.
+        if unsafe { &(*shared).presence }.try_enter().is_none() {
             // SAFETY: made by `new_local` just now, referenced by no one.
             unsafe { detach_and_free(local) };
             unreachable!("a new entry is not entered");
-        };
-        SlowEntry {
-            entry: local,
-            presence,
-            entered,
-            temporary: true,
         }
+        // SAFETY: a `Box` pointer and its entry's shared part, just entered.
+        unsafe { EnteredEntry::new(local.as_ptr(), shared) }
     }
 
     /// This thread's entry for this arena and its shared part, registered
@@ -452,7 +454,7 @@ impl Reclaimer {
                     Some(k) => k,
                     None => {
                         prune(&mut locals.0);
-                        let entry = self.new_local();
+                        let entry = self.new_local(false);
                         locals.0.push(entry);
                         locals.0.len() - 1
                     }
@@ -467,14 +469,17 @@ impl Reclaimer {
     }
 
     /// A new entry for the calling thread, registered with the collector
-    /// and with the arena (invariant 5).
+    /// and with the arena (invariant 5); `temporary` for one call alone.
     #[cold]
-    fn new_local(&self) -> ListEntry {
+    fn new_local(&self, temporary: bool) -> ListEntry {
         let shared = self
             .shared
             .upgrade()
             .expect("the arena calling in keeps its shared state alive");
-        let thread = Arc::new(CachePadded::new(ThreadShared::default()));
+        let thread = Arc::new(CachePadded::new(ThreadShared {
+            temporary,
+            ..ThreadShared::default()
+        }));
         let local = Box::new(Local {
             shared: Arc::downgrade(&shared),
             thread: Arc::clone(&thread),
@@ -593,63 +598,65 @@ impl Reclaimer {
     }
 }
 
-/// Runs `f` on `entry`, which the calling thread just entered, and exits on
-/// return and on unwind alike (invariants 1 and 4).
+/// An entry entered by `with_local`, on either path: exits it when dropped,
+/// on return and on unwind alike, and frees it if it was made for this call
+/// alone (invariants 1 and 4). Two pointers, so the slow path returns it in
+/// registers and the fast path keeps it there.
+struct EnteredEntry {
+    /// A live `Local` of the calling thread, entered by it.
+    entry: NonNull<Local>,
+    /// The entry's shared part (in an `Arc` the entry holds, so alive as
+    /// long as the entry is): its presence, and whether it is temporary.
+    thread: NonNull<ThreadShared>,
+}
+
+impl EnteredEntry {
+    /// # Safety
+    ///
+    /// `entry` is a live, non-null `Local` of the calling thread, `thread`
+    /// its shared part, and the calling thread has just entered its
+    /// presence (`try_enter` returned `Some`).
+    #[inline(always)]
+    unsafe fn new(entry: *mut Local, thread: *const ThreadShared) -> EnteredEntry {
+        // SAFETY: non-null, the caller's contract.
+        unsafe {
+            EnteredEntry {
+                entry: NonNull::new_unchecked(entry),
+                thread: NonNull::new_unchecked(thread.cast_mut()),
+            }
+        }
+    }
+}
+
+impl Drop for EnteredEntry {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: the entry is alive, and so its shared part (see
+        // `thread`): a temporary one is freed only below, after this.
+        let thread = unsafe { self.thread.as_ref() };
+        let temporary = thread.temporary;
+        thread.presence.exit_current();
+        if temporary {
+            // SAFETY: made by `new_local` for this call alone; `f` has
+            // returned or unwound, so no reference to it is live; no `LAST`
+            // or list holds it; its presence was exited just now and is
+            // not used after this.
+            unsafe { free_temporary(self.entry) };
+        }
+    }
+}
+
+/// Frees a temporary entry after its call (out of line: only calls from
+/// thread-local destructors and re-entrant calls make one).
 ///
 /// # Safety
 ///
-/// `entry` is a live `Local` owned by the calling thread, `thread` its
-/// shared part, and `entered` what its `try_enter` just returned.
-#[inline(always)]
-unsafe fn run_entered<R>(
-    entry: *mut Local,
-    thread: &ThreadShared,
-    entered: u64,
-    f: impl FnOnce(&mut Local) -> R,
-) -> R {
-    /// Marks the entry outside again, on return and on unwind alike.
-    struct Exit<'a>(&'a Presence, u64);
-    impl Drop for Exit<'_> {
-        #[inline(always)]
-        fn drop(&mut self) {
-            self.0.exit(self.1);
-        }
-    }
-    let _exit = Exit(&thread.presence, entered);
-    // SAFETY: no other reference to the entry exists while `f` runs: its
-    // presence reads entered, which every path refuses to hand out again
-    // (invariant 1), and which keeps reclaimers out (invariant 4).
-    f(unsafe { &mut *entry })
-}
-
-/// An entry entered by `with_local`'s slow path: exits it when dropped, on
-/// return and on unwind alike, and frees it if it was made for this call
-/// alone (invariants 1 and 4).
-struct SlowEntry {
-    /// A live `Local` of the calling thread, entered by it.
-    entry: NonNull<Local>,
-    /// The entry's presence (in the `ThreadShared` its `thread` holds, so
-    /// alive as long as the entry is).
-    presence: NonNull<Presence>,
-    /// What `try_enter` returned.
-    entered: u64,
-    /// Made by `enter_temporary` for this call: in no list, no `LAST` and,
-    /// once its call is over, no one's.
-    temporary: bool,
-}
-
-impl Drop for SlowEntry {
-    fn drop(&mut self) {
-        // SAFETY: the entry is alive (see `presence`): a temporary one is
-        // freed only below, after this.
-        unsafe { self.presence.as_ref() }.exit(self.entered);
-        if self.temporary {
-            // SAFETY: made by `new_local` for this call alone; `f` has
-            // returned or unwound, so no reference to it is live; no `LAST`
-            // or list holds it; the presence is not used after this.
-            unsafe { detach_and_free(self.entry) };
-        }
-    }
+/// As [`detach_and_free`]: `entry` is a temporary entry whose call is over.
+#[cold]
+#[inline(never)]
+unsafe fn free_temporary(entry: NonNull<Local>) {
+    // SAFETY: the caller's contract is `detach_and_free`'s.
+    unsafe { detach_and_free(entry) };
 }
 
 /// Frees this thread's entries of arenas that are gone (reads no `Local`).

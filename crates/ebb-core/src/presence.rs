@@ -151,6 +151,18 @@ impl Presence {
         self.state.store(entered, Ordering::Release);
     }
 
+    /// Owner: [`exit`](Self::exit) without the value `try_enter` returned,
+    /// for a caller that would rather not carry it: the owner is the only
+    /// writer of `state`, so what it reads now is what `try_enter` stored,
+    /// and clearing the busy bit yields the same value `exit` would store.
+    /// Call only while inside (after a `try_enter` that returned `Some`).
+    #[inline(always)]
+    pub fn exit_current(&self) {
+        let state = self.state.load(Ordering::Relaxed);
+        debug_assert!(state & BUSY != 0, "exit_current while outside");
+        self.state.store(state & !BUSY, Ordering::Release);
+    }
+
     /// Reclaimer: the owner's published operation count, and whether it is
     /// inside an operation right now.
     pub fn observe(&self) -> (u64, bool) {
