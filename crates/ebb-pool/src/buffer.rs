@@ -94,6 +94,12 @@ unsafe impl Sync for PoolHandle {}
 impl Drop for PoolHandle {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
+        // The last user is gone: what the store and the threads' caches
+        // retain goes now (and its charge with it), not when each thread
+        // next calls or exits, so a dropped pool's budget share is zero at
+        // once (only a thread inside a buffer's drop right now frees its
+        // cache later).
+        let _ = self.shared.trim_until(&CancellationToken::new());
         // SAFETY: this handle's reference, not used again.
         unsafe { LocalCache::release_shared(self.fallback) };
     }

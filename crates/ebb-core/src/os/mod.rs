@@ -6,7 +6,9 @@
 //! descriptors, cgroup and pressure stall information ([`rss_bytes`],
 //! [`memory_breakdown`], [`thread_count`], [`open_fd_count`],
 //! [`cgroup_memory`], [`memory_pressure`]), and the process-wide memory
-//! barrier of asymmetric synchronization ([`process_barrier`]).
+//! barrier of asymmetric synchronization ([`process_barrier`]), and the
+//! request to the global allocator to give free memory back
+//! ([`trim_global_allocator`]).
 //!
 //! Invariants:
 //!
@@ -20,12 +22,14 @@
 //! 3. Under `cfg(miri)` a [`Mapping`] is heap memory, so Miri can check the
 //!    logic above it; `DontNeed` then zeroes the range, as the kernel would.
 
+mod allocator;
 mod barrier;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
 mod mapping;
 mod proc;
 
+pub use allocator::trim_global_allocator;
 pub use barrier::{process_barrier, process_barrier_available};
 pub use mapping::{Advice, Mapping, page_size, resident_bytes};
 pub use proc::{

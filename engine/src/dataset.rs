@@ -1,0 +1,137 @@
+//! A dataset: its configuration, its name's rules, and what it holds (KV
+//! records, vectors with payloads, a buffer pool), each charging its own
+//! consumer of the engine's budget (`<name>/kv`, `<name>/payloads`,
+//! `<name>/index`, `<name>/pool`).
+
+use ebb_core::MemoryBudget;
+use ebb_hnsw::Metric;
+use ebb_pool::{BufferPool, PoolConfig};
+
+use crate::error::{Error, Result};
+use crate::kv::KvStore;
+use crate::vectors::VectorStore;
+
+/// The longest dataset name.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// The consumer kinds each dataset charges (metric label values).
+pub const CONSUMERS: &[&str] = &["kv", "payloads", "index", "pool"];
+
+/// Which graph a dataset's index uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IndexKind {
+    /// ebb's native graph (the default).
+    #[default]
+    Native,
+    /// hnsw_rs, the reference backend.
+    HnswRs,
+}
+
+/// How a dataset's vectors are indexed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetConfig {
+    /// Vector dimension (1..=65 536).
+    pub dim: usize,
+    /// Distance; every distance returned is lower-is-closer.
+    pub metric: Metric,
+    /// Graph backend.
+    pub index: IndexKind,
+    /// HNSW links per node (16).
+    pub m: usize,
+    /// Build beam (200).
+    pub ef_construction: usize,
+    /// Search beam (64).
+    pub ef_search: usize,
+}
+
+impl DatasetConfig {
+    /// `dim`-dimensional vectors under `metric`, native index, M 16,
+    /// ef_construction 200, ef_search 64.
+    pub fn new(dim: usize, metric: Metric) -> DatasetConfig {
+        DatasetConfig {
+            dim,
+            metric,
+            index: IndexKind::Native,
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+        }
+    }
+
+    /// Picks the backend.
+    pub fn with_index(mut self, index: IndexKind) -> Self {
+        self.index = index;
+        self
+    }
+}
+
+/// Checks a dataset name: 1..=64 bytes of `[A-Za-z0-9_-]`.
+pub fn check_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name.len() > MAX_NAME_BYTES {
+        "over 64 bytes"
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        "outside [A-Za-z0-9_-]"
+    } else {
+        return Ok(());
+    };
+    Err(Error::BadName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// One dataset's state.
+pub(crate) struct Dataset {
+    pub name: String,
+    pub config: DatasetConfig,
+    pub kv: KvStore,
+    pub vectors: VectorStore,
+    pub pool: BufferPool,
+}
+
+impl Dataset {
+    pub fn new(
+        name: &str,
+        config: DatasetConfig,
+        budget: &MemoryBudget,
+        max_deleted_ratio: f64,
+    ) -> Result<Dataset> {
+        if config.dim == 0 || config.dim > 65_536 {
+            return Err(Error::BadDatasetConfig {
+                reason: format!("dim = {} (allowed: 1..=65536)", config.dim),
+            });
+        }
+        let consumer = |kind: &str| format!("{name}/{kind}");
+        let kv = KvStore::new(budget, &consumer("kv"))?;
+        let vectors = VectorStore::new(
+            &config,
+            max_deleted_ratio,
+            budget,
+            &consumer("index"),
+            &consumer("payloads"),
+        )
+        .map_err(|e| match e {
+            Error::Index(ebb_hnsw::Error::InvalidConfig { reason }) => {
+                Error::BadDatasetConfig { reason }
+            }
+            e => e,
+        })?;
+        let pool = BufferPool::new(
+            PoolConfig::default()
+                .with_name(consumer("pool"))
+                .with_budget(budget, consumer("pool")),
+        )?;
+        Ok(Dataset {
+            name: name.to_string(),
+            config,
+            kv,
+            vectors,
+            pool,
+        })
+    }
+}

@@ -1,0 +1,549 @@
+//! ebb-engine: the database that links ebb in. Datasets of KV records and
+//! vectors with payloads, every byte in ebb memory under one
+//! [`MemoryBudget`], so the engine can say who holds what, give it back
+//! ([`Engine::release_memory`]) and refuse cleanly at its limit.
+//!
+//! ```
+//! use ebb_engine::{DatasetConfig, Engine, EngineConfig, Metric};
+//!
+//! let engine = Engine::open(EngineConfig::default()).unwrap();
+//! engine.create_dataset("docs", DatasetConfig::new(2, Metric::L2)).unwrap();
+//! engine.put("docs", b"greeting", b"hello").unwrap();
+//! assert_eq!(&*engine.get("docs", b"greeting").unwrap().unwrap(), b"hello");
+//! engine.upsert_vector("docs", 7, &[1.0, 0.0], Some(b"seven")).unwrap();
+//! let hits = engine.search("docs", &[0.9, 0.1], 1).unwrap();
+//! assert_eq!(hits[0].id, 7);
+//! assert_eq!(hits[0].payload.as_deref(), Some(&b"seven"[..]));
+//! ```
+//!
+//! Invariants:
+//!
+//! 1. Every caller mistake is a typed [`Error`] returned before anything
+//!    changes; no panic reaches a caller for anything a caller did.
+//! 2. A dataset's memory is charged to `<name>/<kind>` consumers of the
+//!    engine's budget (kinds in [`CONSUMERS`]); dropping the dataset (once
+//!    no call is inside it) returns each to zero.
+
+mod config;
+mod dataset;
+mod error;
+mod kv;
+pub mod limits;
+mod vectors;
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use ebb_arena::CompactionPolicy;
+use ebb_core::MemoryBudget;
+use ebb_core::maintenance::{Maintenance, MaintenanceKind};
+use ebb_pool::PooledBuf;
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{EngineConfig, KEYS, LeakLevel, MAX_VALUE_BYTES_LIMIT};
+pub use dataset::{CONSUMERS, DatasetConfig, IndexKind, MAX_NAME_BYTES, check_name};
+pub use ebb_hnsw::Metric;
+pub use error::{Error, Result};
+pub use kv::MAX_KEY_BYTES;
+
+use dataset::Dataset;
+
+/// The largest `k` a search accepts.
+pub const MAX_K: usize = 10_000;
+
+/// The most datasets one engine holds.
+pub const MAX_DATASETS: usize = 1024;
+
+/// A value read out of ebb memory, in a pooled buffer (no heap allocation
+/// per read once the pool is warm); hand it to async code with
+/// [`into_bytes`](Value::into_bytes), which does not copy.
+#[derive(Debug)]
+pub struct Value(PooledBuf);
+
+impl Value {
+    /// The bytes as `bytes::Bytes`, without a copy; the buffer goes back
+    /// to its pool when the last clone drops.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        self.0.into_bytes()
+    }
+}
+
+impl Deref for Value {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// One search result.
+#[derive(Debug)]
+pub struct Hit {
+    /// The point's id.
+    pub id: u64,
+    /// Its distance to the query (lower is closer, for every metric).
+    pub distance: f32,
+    /// Its payload, if it has one.
+    pub payload: Option<Value>,
+}
+
+/// What [`Engine::release_memory`] gave back, by source.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReleaseReport {
+    /// Resident bytes the arenas' compactions released.
+    pub arena_bytes: u64,
+    /// Bytes index rebuilds released (their retired graphs, freed).
+    pub index_bytes: u64,
+    /// Bytes pool trims released.
+    pub pool_bytes: u64,
+    /// Bytes the key tables and payload maps gave back by shrinking.
+    pub table_bytes: u64,
+    /// Whether the global allocator said it gave memory back.
+    pub allocator_trimmed: bool,
+    /// Maintenance runs that failed (each is logged in the report, the
+    /// rest went on).
+    pub failures: Vec<String>,
+    /// True if the token stopped the release early.
+    pub cancelled: bool,
+    /// Wall time.
+    pub duration_secs: f64,
+}
+
+impl ReleaseReport {
+    /// Every source's bytes together.
+    pub fn total_bytes(&self) -> u64 {
+        self.arena_bytes + self.index_bytes + self.pool_bytes + self.table_bytes
+    }
+}
+
+/// What one dataset holds, for stats and metrics (flat; bytes in
+/// `*_bytes`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DatasetStats {
+    /// KV records.
+    pub records: u64,
+    /// Live bytes of KV records (keys, values, their length prefixes).
+    pub kv_live_bytes: u64,
+    /// Resident bytes of the KV arena.
+    pub kv_resident_bytes: u64,
+    /// Bytes of the key tables.
+    pub kv_table_bytes: u64,
+    /// Live vectors.
+    pub vectors: u64,
+    /// Deleted points the index still holds.
+    pub index_deleted_points: u64,
+    /// Bytes the index holds (graph, vectors, maps).
+    pub index_bytes: u64,
+    /// Live bytes of payloads.
+    pub payload_live_bytes: u64,
+    /// Resident bytes of the payload arena.
+    pub payload_resident_bytes: u64,
+    /// Bytes of the id -> payload map.
+    pub payload_map_bytes: u64,
+    /// Bytes charged to the dataset's consumers.
+    pub reserved_bytes: u64,
+}
+
+/// One dataset as [`Engine::list_datasets`] shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetInfo {
+    /// Its name.
+    pub name: String,
+    /// Its configuration.
+    pub config: DatasetConfig,
+    /// KV records.
+    pub records: usize,
+    /// Live vectors.
+    pub vectors: usize,
+    /// Bytes charged to its consumers.
+    pub reserved_bytes: u64,
+}
+
+struct Inner {
+    config: EngineConfig,
+    budget: MemoryBudget,
+    datasets: RwLock<HashMap<String, Arc<Dataset>>>,
+    closing: AtomicBool,
+    token: CancellationToken,
+}
+
+/// The engine: cheap to clone and share (`Send + Sync`); every method takes
+/// `&self` and may be called from many threads at once.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("datasets", &self.inner.datasets.read().len())
+            .field("budget", &self.inner.budget)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Opens an engine with one budget of `config.memory_limit_bytes`.
+    pub fn open(config: EngineConfig) -> Result<Engine> {
+        config.validate()?;
+        let budget = MemoryBudget::new(config.memory_limit_bytes)
+            .with_max_consumer_names(MAX_DATASETS * CONSUMERS.len());
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                config,
+                budget,
+                datasets: RwLock::new(HashMap::new()),
+                closing: AtomicBool::new(false),
+                token: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The one budget every dataset reserves from.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.inner.budget
+    }
+
+    /// The engine's root cancellation token (cancelled by [`close`](Self::close)).
+    pub fn token(&self) -> &CancellationToken {
+        &self.inner.token
+    }
+
+    fn open_for_work(&self) -> Result<()> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(Error::Closing);
+        }
+        Ok(())
+    }
+
+    fn dataset(&self, name: &str) -> Result<Arc<Dataset>> {
+        self.open_for_work()?;
+        self.inner
+            .datasets
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownDataset {
+                name: name.to_string(),
+            })
+    }
+
+    /// Creates a dataset.
+    pub fn create_dataset(&self, name: &str, config: DatasetConfig) -> Result<()> {
+        self.open_for_work()?;
+        check_name(name)?;
+        {
+            let datasets = self.inner.datasets.read();
+            if datasets.contains_key(name) {
+                return Err(Error::DatasetExists {
+                    name: name.to_string(),
+                });
+            }
+            if datasets.len() >= MAX_DATASETS {
+                return Err(Error::TooManyDatasets { max: MAX_DATASETS });
+            }
+        }
+        let dataset = Arc::new(Dataset::new(
+            name,
+            config,
+            &self.inner.budget,
+            self.inner.config.index_max_deleted_ratio,
+        )?);
+        let mut datasets = self.inner.datasets.write();
+        if datasets.contains_key(name) {
+            return Err(Error::DatasetExists {
+                name: name.to_string(),
+            });
+        }
+        datasets.insert(name.to_string(), dataset);
+        Ok(())
+    }
+
+    /// Drops a dataset and everything it holds: its arenas are unmapped and
+    /// its consumers return to zero as soon as no call is inside it (at
+    /// once when none is).
+    pub fn drop_dataset(&self, name: &str) -> Result<()> {
+        self.open_for_work()?;
+        let removed = self.inner.datasets.write().remove(name);
+        match removed {
+            Some(dataset) => {
+                drop(dataset);
+                Ok(())
+            }
+            None => Err(Error::UnknownDataset {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Every dataset, by name.
+    pub fn list_datasets(&self) -> Vec<DatasetInfo> {
+        let datasets: Vec<Arc<Dataset>> = self.inner.datasets.read().values().cloned().collect();
+        let mut out: Vec<DatasetInfo> = datasets
+            .iter()
+            .map(|d| DatasetInfo {
+                name: d.name.clone(),
+                config: d.config.clone(),
+                records: d.kv.len(),
+                vectors: d.vectors.len(),
+                reserved_bytes: self.dataset_reserved_bytes(&d.name),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Bytes charged to `name`'s consumers.
+    pub fn dataset_reserved_bytes(&self, name: &str) -> u64 {
+        let prefix = format!("{name}/");
+        self.inner
+            .budget
+            .stats()
+            .consumers
+            .iter()
+            .filter(|c| c.name.starts_with(&prefix))
+            .map(|c| c.reserved_bytes)
+            .sum()
+    }
+
+    /// What `name` holds.
+    pub fn dataset_stats(&self, name: &str) -> Result<DatasetStats> {
+        let d = self.dataset(name)?;
+        let kv = d.kv.arena().stats();
+        let payloads = d.vectors.payloads().stats();
+        let index = d.vectors.index().stats();
+        Ok(DatasetStats {
+            records: d.kv.len() as u64,
+            kv_live_bytes: kv.slab.live_bytes,
+            kv_resident_bytes: kv.slab.resident_bytes,
+            kv_table_bytes: d.kv.table_bytes(),
+            vectors: d.vectors.len() as u64,
+            index_deleted_points: index.deleted_points,
+            index_bytes: index.memory_bytes,
+            payload_live_bytes: payloads.slab.live_bytes,
+            payload_resident_bytes: payloads.slab.resident_bytes,
+            payload_map_bytes: d.vectors.map_bytes(),
+            reserved_bytes: self.dataset_reserved_bytes(name),
+        })
+    }
+
+    fn check_kv(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max: MAX_KEY_BYTES,
+            });
+        }
+        if let Some(value) = value {
+            self.check_value(value)?;
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        let max = self.inner.config.max_value_bytes as usize;
+        if value.len() > max {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    pub fn put(&self, dataset: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let d = self.dataset(dataset)?;
+        self.check_kv(key, Some(value))?;
+        // A pooled scratch buffer for the record (`put` clears it first).
+        let mut scratch = d.pool.try_get(key.len() + value.len() + 3)?;
+        d.kv.put(key, value, &mut scratch)
+    }
+
+    /// The value under `key`, copied into a pooled buffer.
+    pub fn get(&self, dataset: &str, key: &[u8]) -> Result<Option<Value>> {
+        let d = self.dataset(dataset)?;
+        self.check_kv(key, None)?;
+        let mut out = None;
+        let pool = &d.pool;
+        let mut failed = None;
+        d.kv.get_with(key, |value| match pool.try_get(value.len()) {
+            Ok(mut buf) => {
+                buf.copy_from_slice(value);
+                out = Some(Value(buf));
+            }
+            Err(e) => failed = Some(e),
+        });
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(out),
+        }
+    }
+
+    /// Calls `f` with the value under `key`, in place (no copy).
+    pub fn get_with<R>(
+        &self,
+        dataset: &str,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
+        let d = self.dataset(dataset)?;
+        self.check_kv(key, None)?;
+        Ok(d.kv.get_with(key, f))
+    }
+
+    /// Removes `key`; true if it was there.
+    pub fn delete(&self, dataset: &str, key: &[u8]) -> Result<bool> {
+        let d = self.dataset(dataset)?;
+        self.check_kv(key, None)?;
+        Ok(d.kv.delete(key))
+    }
+
+    /// Inserts or replaces the vector `id` and its payload (none removes
+    /// the old payload).
+    pub fn upsert_vector(
+        &self,
+        dataset: &str,
+        id: u64,
+        vector: &[f32],
+        payload: Option<&[u8]>,
+    ) -> Result<()> {
+        let d = self.dataset(dataset)?;
+        if let Some(p) = payload {
+            self.check_value(p)?;
+        }
+        d.vectors.upsert(id, vector, payload)
+    }
+
+    /// Deletes the vector `id`; true if it was there.
+    pub fn delete_vector(&self, dataset: &str, id: u64) -> Result<bool> {
+        let d = self.dataset(dataset)?;
+        Ok(d.vectors.delete(id))
+    }
+
+    /// The `k` nearest vectors to `query`, closest first, with payloads.
+    pub fn search(&self, dataset: &str, query: &[f32], k: usize) -> Result<Vec<Hit>> {
+        let d = self.dataset(dataset)?;
+        if k == 0 || k > MAX_K {
+            return Err(Error::BadK { k, max: MAX_K });
+        }
+        let found = d.vectors.search(query, k)?;
+        let mut hits = Vec::with_capacity(found.len());
+        for (id, distance) in found {
+            let payload = match d.vectors.payload_with(id, |p| {
+                d.pool.try_get(p.len()).map(|mut buf| {
+                    buf.copy_from_slice(p);
+                    Value(buf)
+                })
+            }) {
+                Some(v) => Some(v?),
+                None => None,
+            };
+            hits.push(Hit {
+                id,
+                distance,
+                payload,
+            });
+        }
+        Ok(hits)
+    }
+
+    /// The stored vector `id` (normalized under the cosine metric).
+    pub fn get_vector(&self, dataset: &str, id: u64) -> Result<Option<Vec<f32>>> {
+        let d = self.dataset(dataset)?;
+        Ok(d.vectors.index().get_vector(id))
+    }
+
+    /// Gives back what can be given back now: compacts every arena, takes
+    /// over idle threads' slabs, rebuilds indexes that need it (freeing
+    /// the retired graphs here: the caller asked), trims pools on every
+    /// thread, shrinks sparse tables and asks the global allocator to
+    /// purge. Stops between steps when `token` (or the engine's) is
+    /// cancelled.
+    pub fn release_memory_with(&self, token: &CancellationToken) -> Result<ReleaseReport> {
+        self.open_for_work()?;
+        let started = Instant::now();
+        let token = token.child_token();
+        let engine_token = self.inner.token.clone();
+        let stop = || token.is_cancelled() || engine_token.is_cancelled();
+        let datasets: Vec<Arc<Dataset>> = self.inner.datasets.read().values().cloned().collect();
+        let mut report = ReleaseReport::default();
+        // "Everything sparse now", not only what the worker's policy asks
+        // for: any sealed slab under 90 % live, however little it frees.
+        let sweep = CompactionPolicy::default()
+            .with_max_live_ratio(0.9)
+            .with_min_reclaim_bytes(0);
+        'datasets: for d in &datasets {
+            for arena in [d.kv.arena(), d.vectors.payloads()] {
+                if stop() {
+                    report.cancelled = true;
+                    break 'datasets;
+                }
+                arena.reclaim_threads(true);
+                match arena.compact(&sweep, &token) {
+                    Ok(run) => {
+                        report.arena_bytes += run.bytes_released;
+                        report.cancelled |= run.cancelled;
+                    }
+                    Err(e) => report.failures.push(format!("{}: arena: {e}", d.name)),
+                }
+            }
+            let parts: [&dyn Maintenance; 2] = [d.vectors.index().maintenance(), &d.pool];
+            for part in parts {
+                if stop() {
+                    report.cancelled = true;
+                    break 'datasets;
+                }
+                match part.run_maintenance(&token) {
+                    Ok(mut run) => {
+                        let mut released = run.bytes_released;
+                        if let Some(deferred) = run.deferred.take() {
+                            released += deferred.bytes();
+                            deferred.release();
+                        }
+                        match part.maintenance_kind() {
+                            MaintenanceKind::Index => report.index_bytes += released,
+                            _ => report.pool_bytes += released,
+                        }
+                        report.cancelled |= run.cancelled;
+                    }
+                    Err(e) => report.failures.push(format!(
+                        "{}: {}: {e}",
+                        d.name,
+                        part.maintenance_kind().as_str()
+                    )),
+                }
+            }
+            report.table_bytes += d.kv.shrink_tables();
+        }
+        report.allocator_trimmed = ebb_core::os::trim_global_allocator();
+        report.duration_secs = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// [`release_memory_with`](Self::release_memory_with) under the
+    /// engine's own token.
+    pub fn release_memory(&self) -> Result<ReleaseReport> {
+        self.release_memory_with(&CancellationToken::new())
+    }
+
+    /// Stops taking work: every later call returns [`Error::Closing`], and
+    /// the engine's token is cancelled (long operations stop between
+    /// chunks). The lifecycle issue adds workers and the close deadline.
+    pub fn close(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+        self.inner.token.cancel();
+    }
+}
