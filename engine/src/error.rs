@@ -74,6 +74,27 @@ pub enum Error {
         /// Its value.
         value: f32,
     },
+    /// A record batch whose schema is not the one the call takes.
+    #[error("wrong schema: {reason}")]
+    Schema {
+        /// What differs, with the expected and given types.
+        reason: String,
+    },
+    /// A null where the schema allows none.
+    #[error("column {column:?} is null at row {row}")]
+    Null {
+        /// The column.
+        column: &'static str,
+        /// The first null row.
+        row: usize,
+    },
+    /// The engine's token stopped a long operation between chunks; what
+    /// was done before stays.
+    #[error("cancelled after {done} rows")]
+    Cancelled {
+        /// Rows done before the stop.
+        done: usize,
+    },
     /// An empty key.
     #[error("keys must not be empty")]
     EmptyKey,

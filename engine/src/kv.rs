@@ -255,6 +255,24 @@ impl KvStore {
         }
     }
 
+    /// The handles of every record live now (a scan's starting set, 8
+    /// bytes per record).
+    pub fn handles(&self) -> Vec<BlobHandle> {
+        let mut out = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            out.extend(shard.read().table.iter().map(|e| e.handle));
+        }
+        out
+    }
+
+    /// Calls `f` with the key and value of the record `handle` names, if it
+    /// is still live.
+    pub fn read<R>(&self, handle: BlobHandle, f: impl FnOnce(&[u8], &[u8]) -> R) -> Option<R> {
+        self.arena
+            .with(handle, |record| split_record(record).map(|(k, v)| f(k, v)))
+            .flatten()
+    }
+
     /// Live records.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().table.len()).sum()

@@ -24,6 +24,7 @@
 //!    engine's budget (kinds in [`CONSUMERS`]); dropping the dataset (once
 //!    no call is inside it) returns each to zero.
 
+mod arrow;
 mod config;
 mod dataset;
 mod error;
@@ -37,6 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use arrow_array::{Array, RecordBatch};
 use ebb_arena::CompactionPolicy;
 use ebb_core::MemoryBudget;
 use ebb_core::maintenance::{Maintenance, MaintenanceKind};
@@ -44,6 +46,7 @@ use ebb_pool::PooledBuf;
 use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
+pub use arrow::{INGEST_CHUNK, KvScan, SCAN_BATCH_ROWS, VectorScan, kv_schema, vector_schema};
 pub use config::{EngineConfig, KEYS, LeakLevel, MAX_VALUE_BYTES_LIMIT};
 pub use dataset::{CONSUMERS, DatasetConfig, IndexKind, MAX_NAME_BYTES, check_name};
 pub use ebb_hnsw::Metric;
@@ -336,6 +339,12 @@ impl Engine {
         })
     }
 
+    /// The stats of `name`'s buffer pool (what the engine's own buffers
+    /// use: record encoding, reads, scan batches).
+    pub fn pool_stats(&self, name: &str) -> Result<ebb_pool::PoolStats> {
+        Ok(self.dataset(name)?.pool.stats())
+    }
+
     fn check_kv(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         if key.is_empty() {
             return Err(Error::EmptyKey);
@@ -464,6 +473,62 @@ impl Engine {
     pub fn get_vector(&self, dataset: &str, id: u64) -> Result<Option<Vec<f32>>> {
         let d = self.dataset(dataset)?;
         Ok(d.vectors.index().get_vector(id))
+    }
+
+    /// Stores every row of a vectors batch (`id: UInt64`, `vector:
+    /// FixedSizeList<Float32, dim>`, `payload: Binary`, nullable or left
+    /// out). The whole batch is checked first: a wrong schema, a wrong
+    /// dimension, a null id or vector, a NaN or an oversized payload is an
+    /// error and nothing of the batch is stored. Looks at the engine's
+    /// token every [`INGEST_CHUNK`] rows ([`Error::Cancelled`] says how many
+    /// were stored). Returns the rows stored.
+    pub fn ingest(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
+        let d = self.dataset(dataset)?;
+        let max = self.inner.config.max_value_bytes as usize;
+        let rows = arrow::check_vectors(batch, d.config.dim, max)?;
+        for i in 0..rows.len() {
+            if i % INGEST_CHUNK == 0 && i > 0 && self.inner.token.is_cancelled() {
+                return Err(Error::Cancelled { done: i });
+            }
+            let (id, vector, payload) = rows.row(i);
+            d.vectors.upsert(id, vector, payload)?;
+        }
+        Ok(rows.len())
+    }
+
+    /// Stores every row of a KV batch (`key: Binary`, `value: Binary`, no
+    /// nulls), checked whole first as [`ingest`](Self::ingest) is.
+    pub fn ingest_kv(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
+        let d = self.dataset(dataset)?;
+        let max = self.inner.config.max_value_bytes as usize;
+        let (keys, values) = arrow::check_kv(batch, MAX_KEY_BYTES, max)?;
+        let mut scratch = d.pool.try_get(4096)?;
+        for i in 0..keys.len() {
+            if i % INGEST_CHUNK == 0 && i > 0 && self.inner.token.is_cancelled() {
+                return Err(Error::Cancelled { done: i });
+            }
+            d.kv.put(keys.value(i), values.value(i), &mut scratch)?;
+        }
+        Ok(keys.len())
+    }
+
+    /// The dataset's vectors as record batches ([`vector_schema`]), in
+    /// pooled buffers handed to Arrow without a copy: every point live at
+    /// the start and still live when its batch is built, once.
+    pub fn scan(&self, dataset: &str) -> Result<VectorScan> {
+        Ok(VectorScan::new(
+            self.dataset(dataset)?,
+            self.inner.token.clone(),
+        ))
+    }
+
+    /// The dataset's KV records as record batches ([`kv_schema`]), as
+    /// [`scan`](Self::scan) does.
+    pub fn scan_kv(&self, dataset: &str) -> Result<KvScan> {
+        Ok(KvScan::new(
+            self.dataset(dataset)?,
+            self.inner.token.clone(),
+        ))
     }
 
     /// Gives back what can be given back now: compacts every arena, takes

@@ -57,6 +57,12 @@ impl AnyIndex {
     pub fn get_vector(&self, id: u64) -> Option<Vec<f32>> {
         each!(self, i => i.get_vector(id))
     }
+    pub fn ids(&self) -> Vec<u64> {
+        each!(self, i => i.ids())
+    }
+    pub fn with_vectors(&self, ids: &[u64], f: impl FnMut(u64, &[f32])) -> usize {
+        each!(self, i => i.with_vectors(ids, f))
+    }
     pub fn maintenance(&self) -> &dyn Maintenance {
         each!(self, i => i as &dyn Maintenance)
     }

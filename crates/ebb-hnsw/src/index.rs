@@ -826,6 +826,27 @@ impl<B: GraphBackend> VectorIndex<B> {
         Some(p.vector(internal, self.config.dim).to_vec())
     }
 
+    /// The ids live now, in no particular order: a scan's starting set
+    /// (8 bytes per point, copied under a brief read lock).
+    pub fn ids(&self) -> Vec<u64> {
+        self.points.read().ids.keys().copied().collect()
+    }
+
+    /// Calls `f` with each of `ids` that is still live and its stored
+    /// vector (normalized under Cosine), in order, under one read lock; for
+    /// scans in chunks. Returns how many were live.
+    pub fn with_vectors(&self, ids: &[u64], mut f: impl FnMut(u64, &[f32])) -> usize {
+        let p = self.points.read();
+        let mut live = 0;
+        for &id in ids {
+            if let Some(&internal) = p.ids.get(&id) {
+                f(id, p.vector(internal, self.config.dim));
+                live += 1;
+            }
+        }
+        live
+    }
+
     /// Live points.
     pub fn len(&self) -> usize {
         self.points.read().live()

@@ -1,0 +1,405 @@
+//! Arrow in and out: [`ingest`](crate::Engine::ingest) /
+//! [`ingest_kv`](crate::Engine::ingest_kv) take record batches, checked
+//! whole before the first row is stored; [`KvScan`] and [`VectorScan`]
+//! build batches in pooled buffers handed to Arrow without a copy.
+//!
+//! Schemas:
+//! - vectors: `id: UInt64` (no nulls), `vector: FixedSizeList<Float32, dim>`
+//!   (no nulls, finite), `payload: Binary` (nullable; the column may be
+//!   left out);
+//! - KV: `key: Binary`, `value: Binary` (no nulls).
+
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array,
+};
+use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use ebb_arena::BlobHandle;
+use ebb_pool::{BufferPool, PooledBuf};
+use tokio_util::sync::CancellationToken;
+
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+
+/// Rows stored between two looks at the token.
+pub const INGEST_CHUNK: usize = 1024;
+
+/// Rows per batch a scan yields.
+pub const SCAN_BATCH_ROWS: usize = 4096;
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<Option<&'a ArrayRef>> {
+    Ok(batch.schema().index_of(name).ok().map(|i| batch.column(i)))
+}
+
+fn required<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    column(batch, name)?.ok_or_else(|| Error::Schema {
+        reason: format!(
+            "no column {name:?} (columns: {:?})",
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect::<Vec<_>>()
+        ),
+    })
+}
+
+fn wrong_type(name: &str, want: &str, got: &DataType) -> Error {
+    Error::Schema {
+        reason: format!("column {name:?} is {got}, expected {want}"),
+    }
+}
+
+fn binary<'a>(batch: &'a RecordBatch, name: &'static str) -> Result<Option<&'a BinaryArray>> {
+    match column(batch, name)? {
+        None => Ok(None),
+        Some(a) => a
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .map(Some)
+            .ok_or_else(|| wrong_type(name, "Binary", a.data_type())),
+    }
+}
+
+fn no_nulls(array: &dyn Array, column: &'static str) -> Result<()> {
+    if let Some(nulls) = array.nulls()
+        && let Some(row) = (0..array.len()).find(|&i| nulls.is_null(i))
+    {
+        return Err(Error::Null { column, row });
+    }
+    Ok(())
+}
+
+/// A vectors batch, checked whole.
+pub(crate) struct VectorBatch<'a> {
+    ids: &'a UInt64Array,
+    vectors: &'a FixedSizeListArray,
+    values: &'a Float32Array,
+    payloads: Option<&'a BinaryArray>,
+    dim: usize,
+}
+
+impl VectorBatch<'_> {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn row(&self, i: usize) -> (u64, &[f32], Option<&[u8]>) {
+        let at = self.vectors.value_offset_at(i);
+        let vector = &self.values.values()[at..at + self.dim];
+        let payload = self.payloads.filter(|p| p.is_valid(i)).map(|p| p.value(i));
+        (self.ids.value(i), vector, payload)
+    }
+}
+
+/// Checks a vectors batch against `dim` and `max_value_bytes`: schema,
+/// nulls, finiteness, payload sizes.
+pub(crate) fn check_vectors(
+    batch: &RecordBatch,
+    dim: usize,
+    max_value_bytes: usize,
+) -> Result<VectorBatch<'_>> {
+    let ids_col = required(batch, "id")?;
+    let ids = ids_col
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .ok_or_else(|| wrong_type("id", "UInt64", ids_col.data_type()))?;
+    no_nulls(ids, "id")?;
+    let vec_col = required(batch, "vector")?;
+    let vectors = vec_col
+        .as_any()
+        .downcast_ref::<FixedSizeListArray>()
+        .ok_or_else(|| wrong_type("vector", "FixedSizeList<Float32>", vec_col.data_type()))?;
+    let values = vectors
+        .values()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .ok_or_else(|| wrong_type("vector", "FixedSizeList<Float32>", vec_col.data_type()))?;
+    if vectors.value_length() as usize != dim {
+        return Err(Error::DimensionMismatch {
+            expected: dim,
+            got: vectors.value_length() as usize,
+        });
+    }
+    no_nulls(vectors, "vector")?;
+    let payloads = binary(batch, "payload")?;
+    let checked = VectorBatch {
+        ids,
+        vectors,
+        values,
+        payloads,
+        dim,
+    };
+    for i in 0..checked.len() {
+        let (_, vector, payload) = checked.row(i);
+        if let Some((index, &value)) = vector.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite { index, value });
+        }
+        if let Some(p) = payload
+            && p.len() > max_value_bytes
+        {
+            return Err(Error::ValueTooLarge {
+                len: p.len(),
+                max: max_value_bytes,
+            });
+        }
+    }
+    // Inner nulls would read as zeros: refuse them too.
+    if values.null_count() > 0 {
+        return Err(Error::Null {
+            column: "vector",
+            row: (0..values.len())
+                .find(|&i| values.is_null(i))
+                .map_or(0, |v| v / dim.max(1)),
+        });
+    }
+    Ok(checked)
+}
+
+/// Checks a KV batch: schema, nulls, key and value sizes.
+pub(crate) fn check_kv(
+    batch: &RecordBatch,
+    max_key_bytes: usize,
+    max_value_bytes: usize,
+) -> Result<(&BinaryArray, &BinaryArray)> {
+    required(batch, "key")?;
+    required(batch, "value")?;
+    let (Some(keys), Some(values)) = (binary(batch, "key")?, binary(batch, "value")?) else {
+        unreachable!("both columns exist (checked above)");
+    };
+    no_nulls(keys, "key")?;
+    no_nulls(values, "value")?;
+    for i in 0..keys.len() {
+        let (k, v) = (keys.value(i), values.value(i));
+        if k.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        if k.len() > max_key_bytes {
+            return Err(Error::KeyTooLarge {
+                len: k.len(),
+                max: max_key_bytes,
+            });
+        }
+        if v.len() > max_value_bytes {
+            return Err(Error::ValueTooLarge {
+                len: v.len(),
+                max: max_value_bytes,
+            });
+        }
+    }
+    Ok((keys, values))
+}
+
+/// The schema of a vectors scan.
+pub fn vector_schema(dim: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::UInt64, false),
+        Field::new(
+            "vector",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                dim as i32,
+            ),
+            false,
+        ),
+        Field::new("payload", DataType::Binary, true),
+    ]))
+}
+
+/// The schema of a KV scan.
+pub fn kv_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Binary, false),
+        Field::new("value", DataType::Binary, false),
+    ]))
+}
+
+/// A growing column of binary values in two pooled buffers (offsets and
+/// bytes), handed to Arrow without a copy.
+struct BinaryBuilder {
+    offsets: PooledBuf,
+    bytes: PooledBuf,
+}
+
+impl BinaryBuilder {
+    fn new(pool: &BufferPool, rows: usize) -> Result<BinaryBuilder> {
+        let mut offsets = pool.try_get((rows + 1) * 4)?;
+        offsets.clear();
+        offsets.extend_from_slice(&0i32.to_le_bytes());
+        let mut bytes = pool.try_get(rows * 64)?;
+        bytes.clear();
+        Ok(BinaryBuilder { offsets, bytes })
+    }
+
+    fn push(&mut self, value: &[u8]) -> Result<()> {
+        self.bytes.try_reserve(value.len())?;
+        self.bytes.extend_from_slice(value);
+        let end = i32::try_from(self.bytes.len()).map_err(|_| Error::Schema {
+            reason: "a scan batch over 2 GiB of binary data".into(),
+        })?;
+        self.offsets.extend_from_slice(&end.to_le_bytes());
+        Ok(())
+    }
+
+    fn finish(self, nulls: Option<NullBuffer>) -> BinaryArray {
+        let n = self.offsets.len() / 4;
+        let offsets = ScalarBuffer::<i32>::new(self.offsets.into_arrow_buffer(), 0, n);
+        BinaryArray::new(
+            OffsetBuffer::new(offsets),
+            self.bytes.into_arrow_buffer(),
+            nulls,
+        )
+    }
+}
+
+/// Batches of a dataset's KV records (those live when the scan started and
+/// still live when their batch is built), `SCAN_BATCH_ROWS` at a time.
+pub struct KvScan {
+    dataset: Arc<Dataset>,
+    handles: Vec<BlobHandle>,
+    at: usize,
+    token: CancellationToken,
+}
+
+impl KvScan {
+    pub(crate) fn new(dataset: Arc<Dataset>, token: CancellationToken) -> KvScan {
+        let handles = dataset.kv.handles();
+        KvScan {
+            dataset,
+            handles,
+            at: 0,
+            token,
+        }
+    }
+
+    fn batch(&mut self) -> Result<RecordBatch> {
+        let end = (self.at + SCAN_BATCH_ROWS).min(self.handles.len());
+        let rows = end - self.at;
+        let pool = &self.dataset.pool;
+        let (mut keys, mut values) = (
+            BinaryBuilder::new(pool, rows)?,
+            BinaryBuilder::new(pool, rows)?,
+        );
+        for &handle in &self.handles[self.at..end] {
+            let pushed = self
+                .dataset
+                .kv
+                .read(handle, |k, v| keys.push(k).and_then(|()| values.push(v)));
+            if let Some(r) = pushed {
+                r?;
+            }
+        }
+        self.at = end;
+        RecordBatch::try_new(
+            kv_schema(),
+            vec![Arc::new(keys.finish(None)), Arc::new(values.finish(None))],
+        )
+        .map_err(|e| Error::Schema {
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl Iterator for KvScan {
+    type Item = Result<RecordBatch>;
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        if self.at >= self.handles.len() {
+            return None;
+        }
+        if self.token.is_cancelled() {
+            self.at = self.handles.len();
+            return Some(Err(Error::Closing));
+        }
+        Some(self.batch())
+    }
+}
+
+/// Batches of a dataset's vectors with their payloads.
+pub struct VectorScan {
+    dataset: Arc<Dataset>,
+    ids: Vec<u64>,
+    at: usize,
+    token: CancellationToken,
+}
+
+impl VectorScan {
+    pub(crate) fn new(dataset: Arc<Dataset>, token: CancellationToken) -> VectorScan {
+        let ids = dataset.vectors.index().ids();
+        VectorScan {
+            dataset,
+            ids,
+            at: 0,
+            token,
+        }
+    }
+
+    fn batch(&mut self) -> Result<RecordBatch> {
+        let end = (self.at + SCAN_BATCH_ROWS).min(self.ids.len());
+        let chunk = &self.ids[self.at..end];
+        self.at = end;
+        let d = &self.dataset;
+        let dim = d.config.dim;
+        let mut ids = d.pool.try_get(chunk.len() * 8)?;
+        ids.clear();
+        let mut vectors = d.pool.try_get(chunk.len() * dim * 4)?;
+        vectors.clear();
+        d.vectors.index().with_vectors(chunk, |id, v| {
+            ids.extend_from_slice(&id.to_le_bytes());
+            for x in v {
+                vectors.extend_from_slice(&x.to_le_bytes());
+            }
+        });
+        let rows = ids.len() / 8;
+        let mut payloads = BinaryBuilder::new(&d.pool, rows)?;
+        let mut valid = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let id = u64::from_le_bytes(ids[row * 8..row * 8 + 8].try_into().expect("8 bytes"));
+            match d.vectors.payload_with(id, |p| payloads.push(p)) {
+                Some(pushed) => {
+                    pushed?;
+                    valid.push(true);
+                }
+                None => {
+                    payloads.push(&[])?;
+                    valid.push(false);
+                }
+            }
+        }
+        let ids = UInt64Array::new(ScalarBuffer::new(ids.into_arrow_buffer(), 0, rows), None);
+        let values = Float32Array::new(
+            ScalarBuffer::new(vectors.into_arrow_buffer(), 0, rows * dim),
+            None,
+        );
+        let vectors = FixedSizeListArray::new(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            dim as i32,
+            Arc::new(values),
+            None,
+        );
+        let payloads = payloads.finish(Some(NullBuffer::from(valid)));
+        RecordBatch::try_new(
+            vector_schema(dim),
+            vec![Arc::new(ids), Arc::new(vectors), Arc::new(payloads)],
+        )
+        .map_err(|e| Error::Schema {
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl Iterator for VectorScan {
+    type Item = Result<RecordBatch>;
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        if self.at >= self.ids.len() {
+            return None;
+        }
+        if self.token.is_cancelled() {
+            self.at = self.ids.len();
+            return Some(Err(Error::Closing));
+        }
+        Some(self.batch())
+    }
+}
