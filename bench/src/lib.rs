@@ -5,6 +5,7 @@
 //! allocators in one run) see the same records in the same order.
 
 pub mod args;
+pub mod engine;
 pub mod fragmentation;
 pub mod leak;
 pub mod pool;

@@ -3,15 +3,16 @@
 //!
 //! A record is one blob in a `BlobArena`: the key's length (LEB128, one
 //! byte for keys under 128 bytes), the key, the value. The key index is
-//! `SHARDS` hashbrown `HashTable`s of `(hash, handle)` (16 bytes and a
-//! control byte per bucket, no key copy), each behind its own lock, whose
+//! `SHARDS` hashbrown `HashTable`s of handles alone (8 bytes and a control
+//! byte per bucket, no key copy, no stored hash: a resize rehashes each key
+//! from the arena), each behind its own lock, whose
 //! allocation size is charged to the dataset's `kv` consumer as it grows and
 //! given back as it shrinks.
 //!
 //! Invariants:
 //!
-//! 1. A table entry's handle names a live record whose key hashes to the
-//!    entry's hash; an entry is replaced or removed under its shard's write
+//! 1. A table entry's handle names a live record (so its key, and the hash
+//!    a resize needs, can always be read from the arena); an entry is replaced or removed under its shard's write
 //!    lock, and the record it named is removed from the arena only after
 //!    that, so a reader that found a handle and then sees it gone (`None`
 //!    from the arena) knows the entry changed and looks again.
@@ -34,9 +35,9 @@ pub const MAX_KEY_BYTES: usize = 64 << 10;
 /// Key-table shards: enough that two writers rarely share one.
 const SHARDS: usize = 32;
 
+/// A table entry: the record's handle (invariant 1).
 #[derive(Clone, Copy)]
 struct Entry {
-    hash: u64,
     handle: BlobHandle,
 }
 
@@ -112,6 +113,16 @@ impl KvStore {
         &self.shards[(hash >> 58) as usize % SHARDS]
     }
 
+    /// The hash of an entry's key, read from the arena (for resizes; the
+    /// record is live, invariant 1, as the shard's write lock is held).
+    fn rehash(&self, entry: &Entry) -> u64 {
+        self.arena
+            .with(entry.handle, |record| {
+                split_record(record).map_or(0, |(key, _)| self.hash(key))
+            })
+            .unwrap_or(0)
+    }
+
     /// True if `handle` names a record with key `key`.
     fn key_is(&self, handle: BlobHandle, key: &[u8]) -> bool {
         self.arena
@@ -158,10 +169,7 @@ impl KvStore {
         key: &[u8],
         handle: BlobHandle,
     ) -> Result<Option<BlobHandle>> {
-        if let Some(entry) = shard
-            .table
-            .find_mut(hash, |e| e.hash == hash && self.key_is(e.handle, key))
-        {
+        if let Some(entry) = shard.table.find_mut(hash, |e| self.key_is(e.handle, key)) {
             return Ok(Some(std::mem::replace(&mut entry.handle, handle)));
         }
         if shard.table.len() == shard.table.capacity() {
@@ -169,7 +177,7 @@ impl KvStore {
         }
         shard
             .table
-            .insert_unique(hash, Entry { hash, handle }, |e| e.hash);
+            .insert_unique(hash, Entry { handle }, |e| self.rehash(e));
         Ok(None)
     }
 
@@ -178,7 +186,7 @@ impl KvStore {
         let additional = shard.table.len().max(16);
         shard
             .table
-            .try_reserve(additional, |e| e.hash)
+            .try_reserve(additional, |e| self.rehash(e))
             .map_err(|_| Error::Allocation {
                 what: "a key table",
                 bytes: additional.saturating_mul(size_of::<Entry>()),
@@ -193,7 +201,7 @@ impl KvStore {
         if size > shard.charged {
             if let Err(e) = self.tables.try_grow(size - shard.charged) {
                 let len = shard.table.len();
-                shard.table.shrink_to(len, |e| e.hash);
+                shard.table.shrink_to(len, |e| self.rehash(e));
                 let shrunk = shard.table.allocation_size() as u64;
                 if shrunk > shard.charged {
                     self.tables.grow(shrunk - shard.charged);
@@ -219,7 +227,7 @@ impl KvStore {
                 let shard = self.shard(hash).read();
                 shard
                     .table
-                    .find(hash, |e| e.hash == hash && self.key_is(e.handle, key))?
+                    .find(hash, |e| self.key_is(e.handle, key))?
                     .handle
             };
             let read = self.arena.with(handle, |record| {
@@ -238,10 +246,7 @@ impl KvStore {
         let hash = self.hash(key);
         let removed = {
             let mut shard = self.shard(hash).write();
-            match shard
-                .table
-                .find_entry(hash, |e| e.hash == hash && self.key_is(e.handle, key))
-            {
+            match shard.table.find_entry(hash, |e| self.key_is(e.handle, key)) {
                 Ok(entry) => Some(entry.remove().0.handle),
                 Err(_) => None,
             }
@@ -292,7 +297,7 @@ impl KvStore {
             if shard.table.len() * 4 <= shard.table.capacity() && shard.table.capacity() > 0 {
                 let before = shard.charged;
                 let len = shard.table.len();
-                shard.table.shrink_to(len, |e| e.hash);
+                shard.table.shrink_to(len, |e| self.rehash(e));
                 // Shrinking never asks for more.
                 let _ = self.recharge(&mut shard);
                 released += before.saturating_sub(shard.charged);
@@ -331,7 +336,7 @@ mod tests {
             kv.put(&i.to_le_bytes(), b"v", &mut pool.get(8)).unwrap();
         }
         let charged = kv.table_bytes();
-        assert!(charged >= 10_000 * 16, "{charged}");
+        assert!(charged >= 10_000 * 8, "{charged}");
         for i in 0u32..10_000 {
             assert!(kv.delete(&i.to_le_bytes()));
         }

@@ -7,17 +7,19 @@
 //!       [--allocators glibc,jemalloc,mimalloc,ebb] [--max-ebb-ratio R]
 //! peers pool [--json] [--sizes 1024,65536,...] [--threads 1,2] [--millis MS]
 //! peers leak-overhead [--json] [--millis MS] [--rounds N]
+//! peers engine [--json] [--records N] [--seed S] [--stores ebb,rwlock_hashmap,dashmap]
 //! peers hnsw [--json] [--n N] [--dim D] [--nq Q] [--seed S] [--data DIR] [--write-data DIR]
 //! ```
 
 use anyhow::{Result, bail};
 use ebb_bench::args::Args;
-use ebb_bench::{fragmentation, leak, pool, scenario};
+use ebb_bench::{engine, fragmentation, leak, pool, scenario};
 
 const USAGE: &str = "usage: peers release [--json] [--bytes N] [--seed S] [--thp]\n       \
 peers fragmentation [--json] [--total-bytes N] [--keep-percent P] [--seed S] [--allocators A,B] [--max-ebb-ratio R]\n       \
 peers pool [--json] [--sizes 1024,65536,1048576,16777216] [--threads 1,2] [--millis 150]\n       \
 peers leak-overhead [--json] [--millis 200] [--rounds 5]\n       \
+peers engine [--json] [--records 1000000] [--seed 7] [--stores ebb,rwlock_hashmap,dashmap]\n       \
 peers hnsw [--json] [--n 100000] [--dim 128] [--nq 200] [--seed 7] [--data DIR] [--write-data DIR]";
 
 fn main() -> Result<()> {
@@ -27,6 +29,7 @@ fn main() -> Result<()> {
         Some("fragmentation") => fragmentation(&args),
         Some("pool") => pool_scenario(&args),
         Some("leak-overhead") => leak_overhead(&args),
+        Some("engine") => engine_scenario(&args),
         Some("hnsw") => sibling("hnsw_bench"),
         Some(other) => bail!("unknown scenario {other:?}\n{USAGE}"),
         None => bail!("{USAGE}"),
@@ -71,6 +74,45 @@ fn release(args: &Args) -> Result<()> {
         "  release {:.2} ms in {} slab-releasing frees; raw madvise {:.2} ms; ratio {:.3} (goal <= 1.2); all frees {:.2} ms",
         r.release_ms, r.slabs_released, r.raw_madvise_ms, ratio, r.free_all_ms
     );
+    Ok(())
+}
+
+fn engine_scenario(args: &Args) -> Result<()> {
+    let records: u64 = args.value("records", 1_000_000)?;
+    let seed: u64 = args.value("seed", 7)?;
+    let child: String = args.value("child", String::new())?;
+    if !child.is_empty() {
+        println!("{}", engine::run_child(&child, records, seed)?.to_json());
+        return Ok(());
+    }
+    let list: String = args.value("stores", "ebb,rwlock_hashmap,dashmap".to_string())?;
+    let stores: Vec<&str> = list.split(',').collect();
+    let reports = engine::run_all(&std::env::current_exe()?, &stores, records, seed)?;
+    if args.flag("json") {
+        for r in &reports {
+            println!("{}", r.to_json());
+        }
+        return Ok(());
+    }
+    eprintln!(
+        "engine: {records} records of {} B keys and {} B values, seed {seed}, glibc malloc",
+        engine::KEY_BYTES,
+        engine::VALUE_BYTES
+    );
+    eprintln!(
+        "  {:<15} {:>22} {:>26} {:>14} {:>14}",
+        "store", "overhead B/record", "RSS/live after release", "get ns (2t)", "put ns (2t)"
+    );
+    for r in &reports {
+        eprintln!(
+            "  {:<15} {:>22.1} {:>26.3} {:>14.1} {:>14.1}",
+            r.store,
+            r.overhead_bytes_per_record,
+            r.rss_over_live_after_release,
+            r.get_ns_per_op_2t,
+            r.put_ns_per_op_2t
+        );
+    }
     Ok(())
 }
 
