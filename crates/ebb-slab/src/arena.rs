@@ -147,12 +147,15 @@ pub struct SlabArena {
     /// refilled under; one compare on their fast path checks both that they
     /// belong here and that no seal was asked since.
     pub(crate) owned_key: AtomicU64,
+    /// The instance name ([`SlabConfig::with_name`]), a metric label.
+    pub(crate) name: String,
 }
 
 impl std::fmt::Debug for SlabArena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SlabArena")
             .field("id", &self.id)
+            .field("name", &self.name)
             .field("slab_bytes", &self.slab_bytes)
             .field("stats", &self.stats())
             .finish()
@@ -213,6 +216,7 @@ impl SlabArena {
                 .as_ref()
                 .map(|(budget, name)| budget.reservation(name.clone())),
             owned_key: AtomicU64::new(0),
+            name: config.name,
         };
         arena
             .owned_key
@@ -220,6 +224,7 @@ impl SlabArena {
         arena.set_compaction_headroom_slabs(config.compaction_headroom_slabs.unwrap_or(0));
         tracing::debug!(
             arena = arena.id,
+            name = %arena.name,
             slab_bytes,
             shards,
             max_retained_slabs = arena.max_retained_slabs,
@@ -230,6 +235,12 @@ impl SlabArena {
             "slab arena created"
         );
         Ok(arena)
+    }
+
+    /// The instance name ([`SlabConfig::with_name`]), the `arena` label of
+    /// its metrics; [`SlabStats`] stays `Copy` and does not carry it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Bytes per slab.
