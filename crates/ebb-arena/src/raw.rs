@@ -42,9 +42,9 @@
 use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_epoch::Guard;
+use ebb_core::sync::{AtomicU64, Ordering};
 use ebb_slab::{SlabAddr, SlabAlloc, SlabArena, SlabConfig, SlabId, SlabStats};
 use parking_lot::Mutex;
 
@@ -284,7 +284,8 @@ pub struct ArenaStats {
     pub slabs_released: u64,
     /// Dedicated mappings of records over half a slab.
     pub large_mappings: u64,
-    /// Slabs released to the OS since creation.
+    /// Slabs released to the OS since creation, and dedicated mappings
+    /// unmapped.
     pub releases_total: u64,
     /// Releases whose `madvise` failed (the slab was unmapped instead).
     pub release_failures_total: u64,

@@ -29,7 +29,6 @@
 use std::alloc::Layout;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -46,12 +45,15 @@ use crate::table::{
 use crate::{Error, Result};
 use ebb_core::Reservation;
 use ebb_core::os;
+use ebb_core::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// The next arena id. Ids are never reused: an [`OwnedSlab`](crate::OwnedSlab)
 /// carries its arena's id and must never match a later arena
 /// (`owned` invariant 1), so ids are handed out until they run out, then
 /// `new` refuses ([`Error::ArenaIdsExhausted`]) rather than wrap.
-static NEXT_ARENA_ID: AtomicU32 = AtomicU32::new(1);
+/// Process-wide (std's atomic, not the shim's: a static needs a const
+/// constructor, and the id counter is not loom-modelled state).
+static NEXT_ARENA_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 /// A fresh arena id, or `None` once every id has been handed out.
 fn next_arena_id() -> Option<u32> {
