@@ -423,8 +423,8 @@ pub struct RebuildReport {
     pub retired: Deferred,
 }
 
-/// A snapshot of an index, plain data for metrics (the crate docs list the
-/// metric each field is exported as).
+/// A snapshot of an index, flat plain data for metrics (docs/metrics.md
+/// maps each field to the metric it is exported as).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct IndexStats {
     /// The instance name ([`IndexConfig::with_name`]), the `index` label.
