@@ -13,6 +13,6 @@ fn main() {
     let heap = ebb_leak::alloc::stats();
     eprintln!(
         "tracking allocator saw {} allocations, {} frees",
-        heap.allocations, heap.frees
+        heap.allocations_total, heap.frees_total
     );
 }

@@ -2,9 +2,9 @@
 //! that moves live records out of sparse slabs (the move protocol is in the
 //! `raw` module docs; invariants cited by number are that module's).
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use ebb_core::sync::{AtomicU64, Ordering};
 use ebb_slab::{SlabAddr, SlabId, TargetSlab};
 use tokio_util::sync::CancellationToken;
 
@@ -89,18 +89,18 @@ pub struct CompactionReport {
 /// and replaceable at run time without a lock (one atomic per field).
 #[derive(Debug)]
 pub(crate) struct PolicyCell {
-    max_live_ratio_bits: std::sync::atomic::AtomicU64,
-    min_reclaim_bytes: std::sync::atomic::AtomicU64,
+    max_live_ratio_bits: AtomicU64,
+    min_reclaim_bytes: AtomicU64,
     /// `max_slabs + 1`; 0 for none.
-    max_slabs: std::sync::atomic::AtomicU64,
+    max_slabs: AtomicU64,
 }
 
 impl PolicyCell {
     pub(crate) fn new(policy: CompactionPolicy) -> PolicyCell {
         let cell = PolicyCell {
-            max_live_ratio_bits: std::sync::atomic::AtomicU64::new(0),
-            min_reclaim_bytes: std::sync::atomic::AtomicU64::new(0),
-            max_slabs: std::sync::atomic::AtomicU64::new(0),
+            max_live_ratio_bits: AtomicU64::new(0),
+            min_reclaim_bytes: AtomicU64::new(0),
+            max_slabs: AtomicU64::new(0),
         };
         cell.set(policy);
         cell

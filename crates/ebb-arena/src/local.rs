@@ -61,6 +61,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
+// std's atomics and fence, not ebb_core::sync's: this file is built on
+// std's `Arc`/`Weak` (loom has no `Weak`) and its one fence pairs with std
+// `Arc`'s release decrement; the thread registry is checked by the
+// concurrent model tests and Miri, not by loom.
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
 

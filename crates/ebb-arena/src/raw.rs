@@ -42,9 +42,9 @@
 use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_epoch::Guard;
+use ebb_core::sync::{AtomicU64, Ordering};
 use ebb_slab::{SlabAddr, SlabAlloc, SlabArena, SlabConfig, SlabId, SlabStats};
 use parking_lot::Mutex;
 
@@ -69,9 +69,24 @@ macro_rules! arena_maintenance {
             self.len() == 0
         }
 
-        /// A snapshot of the arena and its slabs.
+        /// A snapshot of the arena and its slabs, flat (docs/metrics.md).
         pub fn stats(&self) -> $crate::ArenaStats {
             self.raw.stats()
+        }
+
+        /// Names the arena (the `arena` label of its metrics; default the
+        /// [`SlabConfig`](ebb_slab::SlabConfig)'s name, `"default"`). Keep
+        /// names few and stable. The slab arena underneath keeps the
+        /// config's name.
+        #[must_use]
+        pub fn with_name(mut self, name: impl Into<String>) -> Self {
+            self.raw.name = name.into();
+            self
+        }
+
+        /// The instance name ([`with_name`](Self::with_name)).
+        pub fn name(&self) -> &str {
+            &self.raw.name
         }
 
         /// True if compacting under `policy` would reclaim at least
@@ -226,22 +241,87 @@ impl RecordFormat {
     }
 }
 
-/// A snapshot of an arena, plain data for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// A snapshot of an arena, flat plain data for metrics (docs/metrics.md
+/// maps each field to its Prometheus metric).
+///
+/// Bytes are `*_bytes`, counters (only ever rising) `*_total`, other
+/// counts are gauges. The slab fields are the [`SlabStats`] of the slab
+/// arena underneath, copied flat (see [`slab_stats`](Self::slab_stats)),
+/// exact when no insert, remove or compaction is in flight.
+///
+/// ```
+/// use ebb_arena::BlobArena;
+/// use ebb_slab::SlabConfig;
+/// let arena = BlobArena::new(SlabConfig::default().with_slab_bytes(64 << 10))?
+///     .with_name("values");
+/// let _h = arena.insert(&[7u8; 12])?;
+/// let s = arena.stats();
+/// assert_eq!(s.name, "values");
+/// assert_eq!((s.records, s.live_bytes, s.slabs_active), (1, 16, 1)); // 4-byte length prefix
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ArenaStats {
+    /// The instance name (`with_name`; the `arena` label).
+    pub name: String,
     /// Live records.
     pub records: u64,
-    /// The slab layer underneath (live, resident, reserved bytes, slabs).
-    pub slab: SlabStats,
+    /// Bytes of live records (a blob's 4-byte length prefix included).
+    pub live_bytes: u64,
+    /// Bytes handed out by the slabs and not released, page-rounded per
+    /// slab: what the arena holds resident once its records are written.
+    pub resident_bytes: u64,
+    /// Mapped address space: every slab, including released ones kept
+    /// mapped for reuse, and dedicated large mappings.
+    pub reserved_bytes: u64,
+    /// Slabs being filled (one per shard at most, plus compaction targets).
+    pub slabs_active: u64,
+    /// Full slabs holding live records.
+    pub slabs_sealed: u64,
+    /// Empty slabs kept resident for immediate reuse.
+    pub slabs_warm: u64,
+    /// Empty slabs released to the OS and kept mapped for reuse.
+    pub slabs_released: u64,
+    /// Dedicated mappings of records over half a slab.
+    pub large_mappings: u64,
+    /// Slabs released to the OS since creation, and dedicated mappings
+    /// unmapped.
+    pub releases_total: u64,
+    /// Releases whose `madvise` failed (the slab was unmapped instead).
+    pub release_failures_total: u64,
     /// Retired places whose readers are gone, not yet freed.
     pub pending_frees: u64,
     /// Compactions run to completion or stopped.
     pub compactions_total: u64,
-    /// Bytes moved by compactions since creation.
-    pub bytes_moved_total: u64,
+    /// Bytes moved by compactions since creation (was `bytes_moved_total`).
+    pub moved_bytes_total: u64,
     /// Slabs emptied by compactions since creation (updated per slab, so it
     /// shows a running compaction's progress).
     pub slabs_compacted_total: u64,
+}
+
+impl ArenaStats {
+    /// The slab-layer fields as a [`SlabStats`] (what `stats.slab` was
+    /// before the stats went flat).
+    pub fn slab_stats(&self) -> SlabStats {
+        SlabStats {
+            slabs_active: self.slabs_active,
+            slabs_sealed: self.slabs_sealed,
+            slabs_released: self.slabs_released,
+            slabs_warm: self.slabs_warm,
+            large_mappings: self.large_mappings,
+            reserved_bytes: self.reserved_bytes,
+            resident_bytes: self.resident_bytes,
+            live_bytes: self.live_bytes,
+            releases_total: self.releases_total,
+            release_failures_total: self.release_failures_total,
+        }
+    }
+
+    /// `1 - live / resident` ([`SlabStats::fragmentation`]).
+    pub fn fragmentation(&self) -> f64 {
+        self.slab_stats().fragmentation()
+    }
 }
 
 /// The salt XORed into every handle of the arena with reclaimer uid `uid`
@@ -286,6 +366,9 @@ pub(crate) struct RawArena {
     /// The drainer's buffer, swapped with the ready queue's (no allocation
     /// in steady state); its lock also makes draining single-threaded.
     pub(crate) drain_scratch: Mutex<Vec<Vec<Retired>>>,
+    /// The instance name (`with_name`, default the config's), a metric
+    /// label.
+    pub(crate) name: String,
 }
 
 /// Slabs of budget headroom an arena keeps for its compactions by default:
@@ -313,6 +396,7 @@ impl RawArena {
         let headroom = config
             .compaction_headroom_slabs()
             .unwrap_or(DEFAULT_COMPACTION_HEADROOM_SLABS);
+        let name = config.name().to_owned();
         let slab = SlabArena::new(config)?;
         slab.set_compaction_headroom_slabs(headroom);
         let offset_mask = slab.slab_bytes() - 1;
@@ -331,6 +415,7 @@ impl RawArena {
             compacting: Mutex::new(()),
             policy: crate::compact::PolicyCell::new(crate::CompactionPolicy::default()),
             drain_scratch: Mutex::new(Vec::new()),
+            name,
         })
     }
 
@@ -691,12 +776,23 @@ impl RawArena {
     }
 
     pub fn stats(&self) -> ArenaStats {
+        let slab = self.slab().stats();
         ArenaStats {
+            name: self.name.clone(),
             records: self.len() as u64,
-            slab: self.slab().stats(),
+            live_bytes: slab.live_bytes,
+            resident_bytes: slab.resident_bytes,
+            reserved_bytes: slab.reserved_bytes,
+            slabs_active: slab.slabs_active,
+            slabs_sealed: slab.slabs_sealed,
+            slabs_warm: slab.slabs_warm,
+            slabs_released: slab.slabs_released,
+            large_mappings: slab.large_mappings,
+            releases_total: slab.releases_total,
+            release_failures_total: slab.release_failures_total,
             pending_frees: self.reclaim.ready.len() as u64,
             compactions_total: self.compactions.load(Ordering::Relaxed),
-            bytes_moved_total: self.bytes_moved.load(Ordering::Relaxed),
+            moved_bytes_total: self.bytes_moved.load(Ordering::Relaxed),
             slabs_compacted_total: self.slabs_compacted.load(Ordering::Relaxed),
         }
     }

@@ -24,13 +24,15 @@
 
 use std::sync::Arc;
 use std::sync::Weak;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_epoch::{Collector, Guard};
+use ebb_core::sync::Ordering;
 
 use crate::local::Shared;
 
-static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+/// std's atomic, not the shim's: a static needs a const constructor (the
+/// uid counter is not loom-modelled state).
+static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Retired places a thread gathers before deferring them as one batch (one
 /// pin, one deferred function, one flush of the collector per batch).

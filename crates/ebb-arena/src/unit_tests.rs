@@ -135,5 +135,5 @@ fn a_parked_threads_state_is_taken_over_and_it_goes_on() {
     });
     assert_eq!(arena.len(), 2);
     arena.reclaim_now();
-    assert_eq!(arena.stats().slab.live_bytes, 16);
+    assert_eq!(arena.stats().live_bytes, 16);
 }

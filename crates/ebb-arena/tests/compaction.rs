@@ -106,7 +106,7 @@ fn cancelled_compaction_stops_within_one_slab_and_loses_nothing() {
                 assert!(report.slabs_compacted > 0);
                 check_all(&arena, &kept);
                 let live: u64 = kept.iter().map(|(_, len, _)| 4 + *len as u64).sum();
-                assert_eq!(arena.stats().slab.live_bytes, live);
+                assert_eq!(arena.stats().live_bytes, live);
                 return;
             }
             (Ok(_), _) => {
@@ -141,7 +141,7 @@ fn after_compaction_rss_and_mincore_agree_with_stats() {
             &CancellationToken::new(),
         )
         .unwrap();
-    let stats = arena.stats().slab;
+    let stats = arena.stats();
     let kernel = arena.kernel_resident_bytes().unwrap();
     let slabs = stats.slabs_active + stats.slabs_sealed + stats.large_mappings;
     assert!(

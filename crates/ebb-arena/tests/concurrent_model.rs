@@ -249,7 +249,7 @@ fn run(ops: [Vec<Op>; 2]) {
     }
     assert_eq!(arena.len(), live);
     arena.reclaim();
-    assert_eq!(arena.stats().slab.live_bytes, live_bytes);
+    assert_eq!(arena.stats().live_bytes, live_bytes);
 }
 
 const CASES: u32 = if cfg!(miri) { 2 } else { 48 };

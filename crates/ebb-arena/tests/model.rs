@@ -107,7 +107,7 @@ proptest! {
         }
         arena.reclaim();
         let s = arena.stats();
-        prop_assert_eq!(s.slab.live_bytes, 48 * model.len() as u64);
+        prop_assert_eq!(s.live_bytes, 48 * model.len() as u64);
     }
 
     #[test]
@@ -155,7 +155,7 @@ proptest! {
         }
         arena.reclaim();
         let expected: u64 = model.values().map(|v| 4 + v.len() as u64).sum();
-        prop_assert_eq!(arena.stats().slab.live_bytes, expected);
+        prop_assert_eq!(arena.stats().live_bytes, expected);
     }
 }
 
@@ -199,14 +199,14 @@ fn compaction_moves_records_and_releases_sparse_slabs() {
     );
     assert!(report.bytes_released > 0, "{report:?}");
     assert!(
-        after.slab.resident_bytes * 2 < before.slab.resident_bytes,
+        after.resident_bytes * 2 < before.resident_bytes,
         "{before:?} -> {after:?}"
     );
     assert!(!arena.needs_compaction(&CompactionPolicy::default().with_min_reclaim_bytes(64 << 10)));
     for (i, h) in kept {
         assert_eq!(arena.get_vec(h), Some(vec![i as u8; 60]));
     }
-    assert_eq!(after.slab.live_bytes, 5_000 * 64);
+    assert_eq!(after.live_bytes, 5_000 * 64);
 }
 
 #[test]

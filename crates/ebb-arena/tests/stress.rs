@@ -245,13 +245,13 @@ fn a_thread_leaving_hands_back_its_slab_count_and_retirements() {
     assert_eq!(arena.len(), kept.len());
     assert_eq!(arena.len() as u64, n);
     arena.reclaim();
-    let live = arena.stats().slab.live_bytes;
+    let live = arena.stats().live_bytes;
     assert_eq!(live, kept.len() as u64 * 64, "retired records were freed");
     let policy = CompactionPolicy::default().with_min_reclaim_bytes(0);
     arena.compact(&policy, &CancellationToken::new()).unwrap();
     let stats = arena.stats();
     assert_eq!(
-        stats.slab.slabs_active, 0,
+        stats.slabs_active, 0,
         "departed threads' slabs are sealed: {stats:?}"
     );
     for h in kept {
@@ -267,11 +267,11 @@ fn a_thread_arriving_adopts_a_departed_threads_slab() {
     let insert_one =
         |v: u64| std::thread::scope(|s| s.spawn(|| arena.insert(v).unwrap()).join().unwrap());
     let first = insert_one(1);
-    let reserved = arena.stats().slab.reserved_bytes;
+    let reserved = arena.stats().reserved_bytes;
     assert_eq!(reserved, 64 << 10);
     let second = insert_one(2);
     assert_eq!(
-        arena.stats().slab.reserved_bytes,
+        arena.stats().reserved_bytes,
         reserved,
         "{:?}",
         arena.stats()

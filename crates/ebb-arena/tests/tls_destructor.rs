@@ -70,7 +70,7 @@ fn run_thread(first_use_before_destructor: bool) {
     assert_eq!(blob.len(), 2 + early, "late, replaced (and early)");
     assert_eq!(typed.len(), 1);
     blob.reclaim();
-    let live: u64 = blob.stats().slab.live_bytes;
+    let live: u64 = blob.stats().live_bytes;
     let expected = (4 + 4)
         + (4 + 16)
         + if first_use_before_destructor {

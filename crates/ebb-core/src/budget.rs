@@ -54,8 +54,11 @@
 //! state unchanged.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+// Atomics from the loom shim; `Arc`, `Weak` and `Mutex` are std's (loom has
+// no `Weak`, and the consumer list is not a loom-modelled algorithm).
 use std::sync::{Arc, Mutex, Weak};
+
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// How many consumers an over-budget error names.
 const TOP_CONSUMERS: usize = 3;
@@ -482,10 +485,15 @@ impl fmt::Display for BudgetExceeded {
 
 impl std::error::Error for BudgetExceeded {}
 
-/// A snapshot of a [`MemoryBudget`].
+/// A snapshot of a [`MemoryBudget`], flat plain data for metrics
+/// (docs/metrics.md maps each field to its Prometheus metric). One budget
+/// serves an engine, so it carries no instance name; per-consumer entries
+/// carry the `consumer` label, bounded by the name cap
+/// ([`MemoryBudget::max_consumer_names`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BudgetStats {
-    /// The limit, `None` when unlimited.
+    /// The limit, `None` when unlimited (the exporter then writes no
+    /// sample).
     pub limit_bytes: Option<u64>,
     /// The headroom kept for reclaiming work.
     pub headroom_bytes: u64,
@@ -558,6 +566,31 @@ mod tests {
         assert!(a.try_grow(1).is_err());
         a.shrink(15);
         a.try_grow(10).unwrap();
+    }
+
+    #[test]
+    fn stats_are_flat_bytes_with_limit_headroom_and_consumers() {
+        let budget = MemoryBudget::new(1000);
+        let arena = budget.reservation("slab:kv");
+        let pool = budget.reservation("pool:records");
+        arena.try_grow(600).unwrap();
+        arena.set_headroom(100);
+        pool.try_grow(250).unwrap();
+        assert!(pool.try_grow(100).is_err(), "the headroom is kept");
+        let s = budget.stats();
+        assert_eq!(
+            (s.limit_bytes, s.headroom_bytes, s.reserved_bytes),
+            (Some(1000), 100, 850)
+        );
+        let by_name: Vec<_> = s
+            .consumers
+            .iter()
+            .map(|c| (c.name.as_str(), c.reserved_bytes))
+            .collect();
+        assert_eq!(by_name, [("slab:kv", 600), ("pool:records", 250)]);
+        drop(arena);
+        let s = budget.stats();
+        assert_eq!((s.headroom_bytes, s.reserved_bytes), (0, 250));
     }
 
     #[test]

@@ -423,8 +423,8 @@ pub struct RebuildReport {
     pub retired: Deferred,
 }
 
-/// A snapshot of an index, plain data for metrics (the crate docs list the
-/// metric each field is exported as).
+/// A snapshot of an index, flat plain data for metrics (docs/metrics.md
+/// maps each field to the metric it is exported as).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct IndexStats {
     /// The instance name ([`IndexConfig::with_name`]), the `index` label.
@@ -467,7 +467,7 @@ pub struct IndexStats {
     /// Seconds spent in completed rebuilds.
     pub rebuild_duration_seconds_total: f64,
     /// Seconds the last completed rebuild took (0 before the first).
-    pub last_rebuild_duration_secs: f64,
+    pub last_rebuild_duration_seconds: f64,
     /// Why the last rebuild ran: `none`, `deleted_ratio`, `oversized` or
     /// `manual` (not asked for by the policy).
     pub last_rebuild_reason: &'static str,
@@ -1059,7 +1059,7 @@ impl<B: GraphBackend> VectorIndex<B> {
             rebuild_duration_seconds_total: f64::from_bits(
                 c.rebuild_seconds_total_bits.load(Ordering::Relaxed),
             ),
-            last_rebuild_duration_secs: f64::from_bits(
+            last_rebuild_duration_seconds: f64::from_bits(
                 c.last_rebuild_seconds_bits.load(Ordering::Relaxed),
             ),
             last_rebuild_reason: REASONS[reason.min(REASONS.len() - 1)],

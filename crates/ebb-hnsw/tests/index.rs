@@ -221,7 +221,7 @@ fn recall_case<B: GraphBackend>() {
         ((n - n / 2) as u64, 0, 1)
     );
     assert_eq!(stats.last_rebuild_reason, "deleted_ratio");
-    assert!(stats.last_rebuild_duration_secs > 0.0);
+    assert!(stats.last_rebuild_duration_seconds > 0.0);
     assert_eq!((stats.rebuilds_total, stats.retired_bytes), (1, 0));
 }
 

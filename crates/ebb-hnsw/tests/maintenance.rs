@@ -386,3 +386,41 @@ fn stats_carry_the_instance_name() {
     assert_eq!(index.stats().name, "docs");
     assert_eq!(VectorIndex::new(small(4)).unwrap().stats().name, "default");
 }
+
+#[test]
+fn a_known_workload_gives_exact_counts_and_totals() {
+    let index = VectorIndex::new(small(4).with_name("docs")).unwrap();
+    for id in 0..100u64 {
+        index.insert(id, &[id as f32, 1.0, 2.0, 3.0]).unwrap();
+    }
+    for id in 0..25u64 {
+        assert!(index.delete(id));
+    }
+    let s = index.stats();
+    assert_eq!(s.name, "docs");
+    assert_eq!((s.live_points, s.deleted_points), (75, 25));
+    assert_eq!(s.deleted_ratio, 0.25);
+    assert_eq!(s.memory_bytes, s.graph_bytes + s.points_bytes);
+    assert_eq!(
+        (s.generation, s.rebuilds_total, s.released_bytes_total),
+        (0, 0, 0)
+    );
+    assert_eq!(s.rebuild_duration_seconds_total, 0.0);
+
+    let report = index.rebuild(&CancellationToken::new()).unwrap();
+    let retired = report.retired.bytes();
+    report.retired.release();
+    let s = index.stats();
+    assert_eq!((s.live_points, s.deleted_points), (75, 0));
+    assert_eq!((s.generation, s.rebuilds_total), (1, 1));
+    assert_eq!(
+        (s.rebuilds_cancelled_total, s.rebuild_failures_total),
+        (0, 0)
+    );
+    assert_eq!(s.last_rebuild_reason, "manual");
+    assert_eq!(
+        s.rebuild_duration_seconds_total,
+        s.last_rebuild_duration_seconds
+    );
+    assert_eq!((s.retired_bytes, s.released_bytes_total), (0, retired));
+}

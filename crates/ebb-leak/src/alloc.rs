@@ -162,14 +162,22 @@ fn register_exit_flush(d: &Deltas) {
     d.exit.set(if registered { 2 } else { 3 });
 }
 
-/// Counts of the heap as the wrapper has seen it.
+/// Counts of the heap as the wrapper has seen it, flat plain data for
+/// metrics (docs/metrics.md maps each field to its Prometheus metric).
+///
+/// Process-wide (there is one global allocator), so it carries no instance
+/// name. The byte fields are `i64`, not `u64`: they are sums of per-thread
+/// deltas flushed at different times (invariant 1), and a thread that frees
+/// what another allocated may flush first, so the sum can dip below zero
+/// for a moment; the exporter clamps them at 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllocStats {
-    /// Allocations (including reallocations).
-    pub allocations: u64,
-    /// Frees (a reallocation counts as an allocation and a free).
-    pub frees: u64,
-    /// Bytes allocated and not freed.
+    /// Allocations, reallocations included (was `allocations`).
+    pub allocations_total: u64,
+    /// Frees; a reallocation counts as an allocation and a free (was
+    /// `frees`).
+    pub frees_total: u64,
+    /// Bytes allocated and not freed (a gauge).
     pub current_bytes: i64,
     /// The highest `current_bytes` seen at a flush.
     pub peak_bytes: i64,
@@ -183,7 +191,7 @@ pub struct AllocStats {
 ///     ebb_leak::TrackingAllocator::new(std::alloc::System);
 ///
 /// let heap = ebb_leak::alloc::stats();
-/// println!("{} bytes live in {} allocations", heap.current_bytes, heap.allocations - heap.frees);
+/// println!("{} bytes live in {} allocations", heap.current_bytes, heap.allocations_total - heap.frees_total);
 /// ```
 pub struct TrackingAllocator<A> {
     inner: A,
@@ -201,8 +209,8 @@ impl<A> TrackingAllocator<A> {
 pub fn stats() -> AllocStats {
     flush_thread();
     AllocStats {
-        allocations: ALLOCATIONS.load(Ordering::Relaxed),
-        frees: FREES.load(Ordering::Relaxed),
+        allocations_total: ALLOCATIONS.load(Ordering::Relaxed),
+        frees_total: FREES.load(Ordering::Relaxed),
         current_bytes: CURRENT.load(Ordering::Relaxed),
         peak_bytes: PEAK.load(Ordering::Relaxed),
     }

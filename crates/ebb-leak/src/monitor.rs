@@ -42,16 +42,22 @@ impl Default for MonitorConfig {
     }
 }
 
-/// Counters of a monitor, for metrics.
+/// Counters of a monitor, flat plain data for metrics (docs/metrics.md
+/// maps each field to its Prometheus metric).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MonitorStats {
-    /// Ticks run.
-    pub checks: u64,
-    /// Held-too-long warnings emitted.
-    pub held_warnings: u64,
-    /// Growth warnings emitted.
-    pub growth_warnings: u64,
-    /// Guards past the threshold at the last tick.
+    /// The monitored tracker's name ([`ResourceTracker::name`]; the
+    /// `tracker` label).
+    pub name: &'static str,
+    /// Ticks run (was `checks`).
+    pub checks_total: u64,
+    /// Held-too-long warnings emitted, one per (kind, site) group past the
+    /// threshold per tick (was `held_warnings`).
+    pub held_warnings_total: u64,
+    /// Growth warnings emitted, one per growing kind per tick (was
+    /// `growth_warnings`).
+    pub growth_warnings_total: u64,
+    /// Guards past the threshold at the last tick (a gauge).
     pub held_now: u64,
 }
 
@@ -66,7 +72,7 @@ pub struct MonitorStats {
 /// let _forgotten = tracker.track(ResourceKind::Iterator, "scan");
 /// let report = monitor.tick();
 /// assert_eq!(report.held.len(), 1);
-/// assert_eq!(monitor.stats().held_warnings, 1);
+/// assert_eq!(monitor.stats().held_warnings_total, 1);
 /// ```
 #[derive(Debug)]
 pub struct LeakMonitor {
@@ -85,7 +91,10 @@ impl LeakMonitor {
             config,
             started: Instant::now(),
             trends: BTreeMap::new(),
-            stats: MonitorStats::default(),
+            stats: MonitorStats {
+                name: tracker.name(),
+                ..MonitorStats::default()
+            },
         }
     }
 
@@ -93,10 +102,10 @@ impl LeakMonitor {
     /// counts that grow; returns the report.
     pub fn tick(&mut self) -> LeakReport {
         let report = self.tracker.check(self.config.threshold);
-        self.stats.checks += 1;
+        self.stats.checks_total += 1;
         self.stats.held_now = report.held.iter().map(|g| g.count as u64).sum();
         for g in &report.held {
-            self.stats.held_warnings += 1;
+            self.stats.held_warnings_total += 1;
             tracing::warn!(
                 tracker = %report.tracker,
                 kind = %g.kind,
@@ -115,7 +124,7 @@ impl LeakMonitor {
             trend.record(at, k.live.max(0) as u64);
             let verdict = trend.verdict();
             if verdict.growing {
-                self.stats.growth_warnings += 1;
+                self.stats.growth_warnings_total += 1;
                 tracing::warn!(
                     tracker = %report.tracker,
                     kind = %k.kind,

@@ -309,8 +309,9 @@ impl ResourceTracker {
             .collect()
     }
 
-    /// The tracker's name.
-    pub fn name(&self) -> &str {
+    /// The tracker's name (`'static`: a tracker lives for the rest of the
+    /// process).
+    pub fn name(&self) -> &'static str {
         &self.inner.name
     }
 

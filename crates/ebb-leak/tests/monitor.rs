@@ -50,7 +50,7 @@ fn a_growing_type_is_named_and_a_steady_one_is_not() {
     let cyclic = std::any::type_name::<Cyclic>();
     assert!(monitor.is_growing(cyclic), "{cyclic} not reported");
     assert!(!monitor.is_growing(std::any::type_name::<i32>()));
-    assert!(monitor.stats().growth_warnings > 0);
+    assert!(monitor.stats().growth_warnings_total > 0);
     drop(steady);
     // Break the cycles, so LeakSanitizer (`just asan`) does not fail the
     // test for the leak it planted.
@@ -77,14 +77,14 @@ fn run_stops_at_once_on_cancel() {
         token.cancel();
         task.await.unwrap()
     });
-    assert!(stats.checks >= 2, "{stats:?}");
+    assert!(stats.checks_total >= 2, "{stats:?}");
 
     let monitor = LeakMonitor::new(tracker, config());
     let token = CancellationToken::new();
     let handle = monitor.spawn_thread(token.clone()).unwrap();
     std::thread::sleep(Duration::from_millis(40));
     token.cancel();
-    assert!(handle.join().unwrap().checks >= 1);
+    assert!(handle.join().unwrap().checks_total >= 1);
 }
 
 #[test]
@@ -104,5 +104,41 @@ fn a_thread_monitor_with_an_endless_interval_never_ticks_and_stops_on_cancel() {
     std::thread::sleep(Duration::from_millis(20));
     token.cancel();
     let stats = handle.join().expect("the monitor thread did not panic");
-    assert_eq!(stats.checks, 0);
+    assert_eq!(stats.checks_total, 0);
+}
+
+#[test]
+fn stats_are_named_for_the_tracker_and_count_ticks_and_warnings() {
+    use ebb_leak::{ResourceKind, TrackingLevel};
+    let tracker = ResourceTracker::new(
+        "monitor-stats",
+        TrackerConfig::default().with_level(TrackingLevel::Paranoid),
+    );
+    let mut monitor = LeakMonitor::new(
+        tracker,
+        MonitorConfig {
+            threshold: Duration::ZERO,
+            ..config()
+        },
+    );
+    assert_eq!(monitor.stats().name, "monitor-stats");
+    let held: Vec<_> = (0..3)
+        .map(|_| tracker.track(ResourceKind::Iterator, "scan"))
+        .collect();
+    monitor.tick();
+    monitor.tick();
+    let s = monitor.stats();
+    // One (kind, site) group past the threshold per tick, three guards in it.
+    assert_eq!(
+        (s.checks_total, s.held_warnings_total, s.held_now),
+        (2, 2, 3)
+    );
+    drop(held);
+    monitor.tick();
+    let s = monitor.stats();
+    assert_eq!(
+        (s.checks_total, s.held_warnings_total, s.held_now),
+        (3, 2, 0)
+    );
+    assert_eq!(s.growth_warnings_total, 0);
 }

@@ -3,8 +3,8 @@
 //! Flat plain data (the house convention): `u64` counts, bytes named
 //! `*_bytes`, counters (only ever rising) named `*_total`, gauges bare,
 //! durations in seconds, and the pool's name for the `pool` label. The
-//! README's "Stats and metrics" section maps each field to the Prometheus
-//! metric ebb-metrics exports it as.
+//! workspace's docs/metrics.md maps each field to the Prometheus metric
+//! ebb-metrics exports it as.
 
 /// Counters of one tier (an object pool has one, of size 0).
 ///

@@ -306,3 +306,28 @@ fn a_tracker_names_buffers_held_too_long_and_where_they_came_from() {
     drop(txn);
     assert_eq!(tracker.live(ResourceKind::Transaction), 0);
 }
+
+#[test]
+fn stats_are_flat_named_and_count_a_known_workload() {
+    let pool = BufferPool::new(PoolConfig::small_records().with_name("records")).unwrap();
+    let held: Vec<_> = (0..3).map(|_| pool.get(100)).collect();
+    let s = pool.stats();
+    assert_eq!(
+        (s.name.as_str(), s.in_use, s.misses_total),
+        ("records", 3, 3)
+    );
+    drop(held);
+    let again = pool.get(200);
+    let s = pool.stats();
+    // Three fresh 256-byte buffers, given back, one handed out again.
+    assert_eq!(
+        (s.gets_total, s.hits_total, s.misses_total, s.puts_total),
+        (4, 1, 3, 3)
+    );
+    assert_eq!((s.allocations_total, s.in_use, s.retained), (3, 1, 2));
+    assert_eq!((s.retained_bytes, s.charged_bytes), (2 * 256, 3 * 256));
+    let tier = s.tiers.iter().find(|t| t.size_bytes == 256).unwrap();
+    assert_eq!((tier.gets_total, tier.retained_bytes), (4, 2 * 256));
+    drop(again);
+    assert_eq!(pool.stats().retained_bytes, 3 * 256);
+}

@@ -3,9 +3,9 @@
 //! [`TargetSlab`], a slab a compaction fills outside every shard.
 //! Invariants cited by number are the `arena` module's.
 
+use ebb_core::sync::Ordering;
 use std::alloc::Layout;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering;
 
 use crate::arena::{SlabArena, SlabId};
 use crate::pool::Charge;

@@ -29,7 +29,6 @@
 use std::alloc::Layout;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -46,12 +45,15 @@ use crate::table::{
 use crate::{Error, Result};
 use ebb_core::Reservation;
 use ebb_core::os;
+use ebb_core::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// The next arena id. Ids are never reused: an [`OwnedSlab`](crate::OwnedSlab)
 /// carries its arena's id and must never match a later arena
 /// (`owned` invariant 1), so ids are handed out until they run out, then
 /// `new` refuses ([`Error::ArenaIdsExhausted`]) rather than wrap.
-static NEXT_ARENA_ID: AtomicU32 = AtomicU32::new(1);
+/// Process-wide (std's atomic, not the shim's: a static needs a const
+/// constructor, and the id counter is not loom-modelled state).
+static NEXT_ARENA_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 /// A fresh arena id, or `None` once every id has been handed out.
 fn next_arena_id() -> Option<u32> {
@@ -147,12 +149,15 @@ pub struct SlabArena {
     /// refilled under; one compare on their fast path checks both that they
     /// belong here and that no seal was asked since.
     pub(crate) owned_key: AtomicU64,
+    /// The instance name ([`SlabConfig::with_name`]), a metric label.
+    pub(crate) name: String,
 }
 
 impl std::fmt::Debug for SlabArena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SlabArena")
             .field("id", &self.id)
+            .field("name", &self.name)
             .field("slab_bytes", &self.slab_bytes)
             .field("stats", &self.stats())
             .finish()
@@ -213,6 +218,7 @@ impl SlabArena {
                 .as_ref()
                 .map(|(budget, name)| budget.reservation(name.clone())),
             owned_key: AtomicU64::new(0),
+            name: config.name,
         };
         arena
             .owned_key
@@ -220,6 +226,7 @@ impl SlabArena {
         arena.set_compaction_headroom_slabs(config.compaction_headroom_slabs.unwrap_or(0));
         tracing::debug!(
             arena = arena.id,
+            name = %arena.name,
             slab_bytes,
             shards,
             max_retained_slabs = arena.max_retained_slabs,
@@ -230,6 +237,12 @@ impl SlabArena {
             "slab arena created"
         );
         Ok(arena)
+    }
+
+    /// The instance name ([`SlabConfig::with_name`]), the `arena` label of
+    /// its metrics; [`SlabStats`] stays `Copy` and does not carry it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Bytes per slab.

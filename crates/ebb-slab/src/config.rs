@@ -58,6 +58,7 @@ pub struct SlabConfig {
     pub(crate) shards: usize,
     pub(crate) budget: Option<(MemoryBudget, String)>,
     pub(crate) compaction_headroom_slabs: Option<usize>,
+    pub(crate) name: String,
 }
 
 impl Default for SlabConfig {
@@ -71,6 +72,7 @@ impl Default for SlabConfig {
             shards: std::thread::available_parallelism().map_or(4, |n| n.get()),
             budget: None,
             compaction_headroom_slabs: None,
+            name: SlabConfig::DEFAULT_NAME.to_owned(),
         }
     }
 }
@@ -84,6 +86,9 @@ impl SlabConfig {
     pub const MAX_SLAB_BYTES: usize = 1 << 30;
     /// Most shards an arena will make.
     pub const MAX_SHARDS: usize = 64;
+    /// The instance name an arena gets unless [`with_name`](Self::with_name)
+    /// sets one.
+    pub const DEFAULT_NAME: &'static str = "default";
 
     /// Bytes per slab: a power of two, at least a page, at most 1 GiB.
     /// Checked by [`SlabArena::new`](crate::SlabArena::new).
@@ -141,6 +146,19 @@ impl SlabConfig {
     pub fn with_budget(mut self, budget: &MemoryBudget, consumer: impl Into<String>) -> Self {
         self.budget = Some((budget.clone(), consumer.into()));
         self
+    }
+
+    /// The arena's instance name (default `"default"`): the `arena` label
+    /// of its metrics (docs/metrics.md), so keep names few and stable. An
+    /// ebb-arena arena built on this config takes the same name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The instance name (see [`with_name`](Self::with_name)).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Slabs of budget headroom kept for this arena's compactions: writes

@@ -24,8 +24,8 @@
 //! 3. A spare is reset for reuse only when its live counter says every
 //!    allocation in it was freed (so no free can race with the reset).
 
+use ebb_core::sync::Ordering;
 use std::alloc::Layout;
-use std::sync::atomic::Ordering;
 
 use crate::SlabAlloc;
 use crate::active::{ActiveSlab, bump};

@@ -12,10 +12,10 @@
 //! compaction's target is charged through the budget's headroom
 //! ([`Charge::Reclaim`]), so compaction can run at the limit.
 
+use ebb_core::sync::Ordering;
 use std::alloc::Layout;
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering;
 
 use ebb_core::os::{Advice, Mapping};
 

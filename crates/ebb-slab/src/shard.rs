@@ -3,14 +3,15 @@
 //! `arena` module's.
 
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use ebb_core::sync::{TasGuard, TasLock};
+use ebb_core::sync::{Ordering, TasGuard, TasLock};
 
 use crate::active::ActiveSlab;
 use crate::arena::SlabArena;
 
-static NEXT_THREAD_SLOT: AtomicU32 = AtomicU32::new(0);
+// std's atomic, not the shim's: a static needs a const constructor, and a
+// thread's slot is only a shard hint (not loom-modelled state).
+static NEXT_THREAD_SLOT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 thread_local! {
     /// This thread's preferred shard index (before `% shards`). Moves on

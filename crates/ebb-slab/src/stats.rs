@@ -1,6 +1,9 @@
 //! [`SlabStats`], the plain snapshot a scrape reads.
 
-/// A snapshot of a [`SlabArena`](crate::SlabArena), from atomics.
+/// A snapshot of a [`SlabArena`](crate::SlabArena), from atomics: flat
+/// plain data for metrics (docs/metrics.md maps each field to its
+/// Prometheus metric). It stays `Copy`, so the instance name is not in it:
+/// [`SlabArena::name`](crate::SlabArena::name) gives it.
 ///
 /// Exact when no allocation or free is in flight; while threads work, each
 /// field is exact up to the operations in flight.
@@ -29,7 +32,8 @@ pub struct SlabStats {
     pub resident_bytes: u64,
     /// Bytes of live allocations.
     pub live_bytes: u64,
-    /// Slabs released since the arena was made.
+    /// Slabs released to the OS since the arena was made, and dedicated
+    /// mappings unmapped.
     pub releases_total: u64,
     /// Releases whose `madvise` failed (the slab was unmapped instead).
     pub release_failures_total: u64,

@@ -502,3 +502,45 @@ fn a_refused_reuse_of_a_retained_slab_changes_nothing() {
     assert_eq!(budget.reserved_bytes(), SLAB as u64);
     a.free(z).unwrap();
 }
+
+#[test]
+fn stats_are_flat_named_and_count_a_known_workload() {
+    let a = SlabArena::new(
+        SlabConfig::default()
+            .with_slab_bytes(SLAB)
+            .with_shards(1)
+            .with_name("kv"),
+    )
+    .unwrap();
+    assert_eq!(a.name(), "kv");
+    assert_eq!(arena().name(), SlabConfig::DEFAULT_NAME);
+    // 65 records of 1000 B fill a 64 KiB slab; 100 take two slabs.
+    let small: Vec<_> = (0..100)
+        .map(|_| a.alloc(layout(1000, 8)).unwrap())
+        .collect();
+    let big = a.alloc(layout(40_000, 8)).unwrap();
+    let s = a.stats();
+    assert_eq!(s.live_bytes, 100 * 1000 + 40_000);
+    assert_eq!(
+        (s.slabs_active, s.slabs_sealed, s.large_mappings),
+        (1, 1, 1)
+    );
+    assert_eq!(s.reserved_bytes, 2 * SLAB as u64 + 40_960);
+    assert_eq!(s.resident_bytes, SLAB as u64 + 36_864 + 40_960);
+    assert_eq!((s.releases_total, s.release_failures_total), (0, 0));
+    for x in small {
+        a.free(x).unwrap();
+    }
+    a.free(big).unwrap();
+    let s = a.stats();
+    assert_eq!((s.live_bytes, s.large_mappings), (0, 0));
+    // The emptied sealed slab is released and kept mapped, the large
+    // mapping is unmapped (both count as releases); the active slab stays.
+    assert_eq!(
+        (s.slabs_active, s.slabs_sealed, s.slabs_released),
+        (1, 0, 1)
+    );
+    assert_eq!(s.releases_total, 2);
+    assert_eq!(s.reserved_bytes, 2 * SLAB as u64);
+    assert_eq!(s.resident_bytes, 36_864);
+}
