@@ -326,14 +326,14 @@ impl Engine {
         let index = d.vectors.index().stats();
         Ok(DatasetStats {
             records: d.kv.len() as u64,
-            kv_live_bytes: kv.slab.live_bytes,
-            kv_resident_bytes: kv.slab.resident_bytes,
+            kv_live_bytes: kv.live_bytes,
+            kv_resident_bytes: kv.resident_bytes,
             kv_table_bytes: d.kv.table_bytes(),
             vectors: d.vectors.len() as u64,
             index_deleted_points: index.deleted_points,
             index_bytes: index.memory_bytes,
-            payload_live_bytes: payloads.slab.live_bytes,
-            payload_resident_bytes: payloads.slab.resident_bytes,
+            payload_live_bytes: payloads.live_bytes,
+            payload_resident_bytes: payloads.resident_bytes,
             payload_map_bytes: d.vectors.map_bytes(),
             reserved_bytes: self.dataset_reserved_bytes(name),
         })
