@@ -90,7 +90,11 @@ fn split_record(record: &[u8]) -> Option<(&[u8], &[u8])> {
 impl KvStore {
     /// A store charging `budget`'s consumer `consumer`.
     pub fn new(budget: &MemoryBudget, consumer: &str) -> Result<KvStore> {
-        let arena = BlobArena::new(SlabConfig::default().with_budget(budget, consumer))?;
+        let arena = BlobArena::new(
+            SlabConfig::default()
+                .with_name("kv")
+                .with_budget(budget, consumer),
+        )?;
         Ok(KvStore {
             arena,
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),

@@ -104,7 +104,11 @@ impl VectorStore {
         Ok(VectorStore {
             dim: config.dim,
             index,
-            payloads: BlobArena::new(SlabConfig::default().with_budget(budget, payload_consumer))?,
+            payloads: BlobArena::new(
+                SlabConfig::default()
+                    .with_name("payloads")
+                    .with_budget(budget, payload_consumer),
+            )?,
             map: Mutex::new(HashMap::new()),
             map_charge: budget.reservation(payload_consumer),
         })
