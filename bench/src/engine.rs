@@ -174,22 +174,30 @@ fn rss() -> u64 {
     ebb_core::os::rss_bytes().expect("statm")
 }
 
-/// Runs `ops` calls of `f` on each of 2 threads (each its own slice of
-/// `keys`), returns the wall time per call per thread in ns.
-fn two_threads(keys: &[u64], f: impl Fn(u64) + Sync) -> f64 {
+/// Calls `f` for each key on 2 threads (each its own half of `keys`, a
+/// thread-local sum of what `f` returns kept from the optimizer), returns
+/// the wall time per call per thread in ns. The threads start together at
+/// a barrier, so spawning is not timed.
+fn two_threads(keys: &[u64], f: impl Fn(u64) -> u64 + Sync) -> f64 {
     let half = keys.len() / 2;
-    let started = Instant::now();
-    std::thread::scope(|s| {
+    let start = std::sync::Barrier::new(3);
+    let elapsed = std::thread::scope(|s| {
         for part in [&keys[..half], &keys[half..half * 2]] {
-            let f = &f;
+            let (f, start) = (&f, &start);
             s.spawn(move || {
+                start.wait();
+                let mut sum = 0u64;
                 for &k in part {
-                    f(k);
+                    sum = sum.wrapping_add(f(k));
                 }
+                std::hint::black_box(sum);
             });
         }
+        start.wait();
+        let started = Instant::now();
+        started
     });
-    started.elapsed().as_nanos() as f64 / half as f64
+    elapsed.elapsed().as_nanos() as f64 / half as f64
 }
 
 fn run_store(name: &str, store: &dyn Store, records: u64, seed: u64) -> EngineReport {
@@ -208,14 +216,11 @@ fn run_store(name: &str, store: &dyn Store, records: u64, seed: u64) -> EngineRe
     let payload = (KEY_BYTES + VALUE_BYTES) as f64;
     let overhead = after_load.saturating_sub(before) as f64 / records as f64 - payload;
 
-    let sink = std::sync::atomic::AtomicU64::new(0);
-    let get_ns = two_threads(&ops, |k| {
-        sink.fetch_add(
-            u64::from(store.get(&key_of(k))),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+    let get_ns = two_threads(&ops, |k| u64::from(store.get(&key_of(k))));
+    let put_ns = two_threads(&ops, |k| {
+        store.put(&key_of(k), &value_of(k, 1));
+        0
     });
-    let put_ns = two_threads(&ops, |k| store.put(&key_of(k), &value_of(k, 1)));
 
     let deleted = records as usize * 3 / 4;
     for &i in &order[..deleted] {
@@ -234,7 +239,6 @@ fn run_store(name: &str, store: &dyn Store, records: u64, seed: u64) -> EngineRe
     );
     let live = (records as usize - deleted) as f64 * payload;
     let after_release = rss().saturating_sub(before) as f64;
-    std::hint::black_box(sink.into_inner());
     EngineReport {
         store: name.to_string(),
         records,
