@@ -194,8 +194,7 @@ fn two_threads(keys: &[u64], f: impl Fn(u64) -> u64 + Sync) -> f64 {
             });
         }
         start.wait();
-        let started = Instant::now();
-        started
+        Instant::now()
     });
     elapsed.elapsed().as_nanos() as f64 / half as f64
 }
