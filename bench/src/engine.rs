@@ -227,13 +227,13 @@ fn run_store(name: &str, store: &dyn Store, records: u64, seed: u64) -> EngineRe
     }
     eprintln!(
         "{name} before reclaim: rss {} {}",
-        rss() - before,
+        rss().saturating_sub(before),
         store.describe()
     );
     store.reclaim();
     eprintln!(
         "{name} after reclaim: rss {} {}",
-        rss() - before,
+        rss().saturating_sub(before),
         store.describe()
     );
     let live = (records as usize - deleted) as f64 * payload;
