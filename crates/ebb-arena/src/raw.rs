@@ -291,6 +291,10 @@ pub struct ArenaStats {
     pub release_failures_total: u64,
     /// Retired places whose readers are gone, not yet freed.
     pub pending_frees: u64,
+    /// Bytes of the handle table: 16 per handle ever issued, kept while
+    /// the arena lives, since handles are stable.
+    /// Charged to the arena's budget consumer with its slabs.
+    pub slot_table_bytes: u64,
     /// Compactions run to completion or stopped.
     pub compactions_total: u64,
     /// Bytes moved by compactions since creation (was `bytes_moved_total`).
@@ -397,6 +401,12 @@ impl RawArena {
             .compaction_headroom_slabs()
             .unwrap_or(DEFAULT_COMPACTION_HEADROOM_SLABS);
         let name = config.name().to_owned();
+        // The handle table is the arena's memory too: charged where its
+        // slabs are.
+        let slots = match config.budget() {
+            Some((budget, consumer)) => slots.with_charge(budget.reservation(consumer)),
+            None => slots,
+        };
         let slab = SlabArena::new(config)?;
         slab.set_compaction_headroom_slabs(headroom);
         let offset_mask = slab.slab_bytes() - 1;
@@ -791,6 +801,7 @@ impl RawArena {
             releases_total: slab.releases_total,
             release_failures_total: slab.release_failures_total,
             pending_frees: self.reclaim.ready.len() as u64,
+            slot_table_bytes: self.shared.slots.heap_bytes(),
             compactions_total: self.compactions.load(Ordering::Relaxed),
             moved_bytes_total: self.bytes_moved.load(Ordering::Relaxed),
             slabs_compacted_total: self.slabs_compacted.load(Ordering::Relaxed),

@@ -328,6 +328,13 @@ pub struct SlotTable {
     /// could not reach them. One word, so a remove decides where its slot
     /// goes with one load and one compare.
     stash_limit: AtomicUsize,
+    /// Where the slots handed out are charged, if the arena has a budget:
+    /// 16 bytes per index as `grow_block` hands it out (under `grow`; a
+    /// chunk's pages are zeroed lazily, so what is resident is what was
+    /// handed out), all of it back when the table drops. Charged past the
+    /// limit if need be: refusing would refuse the insert that needed the
+    /// slot, which the slabs' own charge refuses already.
+    charge: Option<ebb_core::Reservation>,
 }
 
 #[cfg(not(loom))]
@@ -350,6 +357,7 @@ impl SlotTable {
     /// A table of at most `limit` indices (`MAX_SLOTS` at most).
     pub fn with_limit(limit: u32) -> SlotTable {
         SlotTable {
+            charge: None,
             limit: limit.min(MAX_SLOTS as u32),
             stash_limit: AtomicUsize::new(SLOT_STASH),
             chunks: (0..CHUNKS)
@@ -422,9 +430,27 @@ impl SlotTable {
                 slot.store(new_chunk(), O::Release);
             }
         }
+        if let Some(charge) = &self.charge {
+            charge.grow(u64::from(end.saturating_sub(start)) * size_of::<Slot>() as u64);
+        }
         *next = end;
         self.claimed.store(end, O::Release);
         start..end
+    }
+
+    /// Charges every chunk from now on (and those already allocated) to
+    /// `charge`.
+    pub fn with_charge(mut self, charge: ebb_core::Reservation) -> SlotTable {
+        charge.grow(self.heap_bytes());
+        self.charge = Some(charge);
+        self
+    }
+
+    /// Bytes of the slots handed out (16 per index ever claimed; the
+    /// chunks' later pages are untouched, zeroed lazily): kept while the
+    /// arena lives (handles are stable, so slots never move).
+    pub fn heap_bytes(&self) -> u64 {
+        u64::from(self.claimed.load(Ordering::Relaxed)) * size_of::<Slot>() as u64
     }
 
     /// Returns a vacant index whose place has been taken (invariant 3).

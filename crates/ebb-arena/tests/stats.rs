@@ -81,3 +81,32 @@ fn compaction_of_a_known_workload_counts_exact_bytes_and_totals() {
         }
     }
 }
+
+#[test]
+fn the_handle_table_is_counted_and_charged_with_the_slabs() {
+    let budget = ebb_core::MemoryBudget::unlimited();
+    let arena = TypedArena::<u64>::new(config().with_budget(&budget, "t")).unwrap();
+    let empty = arena.stats().slot_table_bytes;
+    // More handles than one chunk of the table holds (65 536).
+    let handles: Vec<_> = (0..70_000u64).map(|i| arena.insert(i).unwrap()).collect();
+    let stats = arena.stats();
+    assert!(stats.slot_table_bytes >= empty + 70_000 * 16, "{stats:?}");
+    assert!(
+        budget.reserved_bytes() >= stats.resident_bytes + stats.slot_table_bytes,
+        "budget {} against slabs {} + table {}",
+        budget.reserved_bytes(),
+        stats.resident_bytes,
+        stats.slot_table_bytes
+    );
+    for h in handles {
+        assert!(arena.remove(h));
+    }
+    // Removing frees records, not slots: handles stay stable.
+    assert_eq!(arena.stats().slot_table_bytes, stats.slot_table_bytes);
+    drop(arena);
+    assert_eq!(
+        budget.reserved_bytes(),
+        0,
+        "the table's charge goes with the arena"
+    );
+}

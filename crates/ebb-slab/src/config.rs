@@ -148,6 +148,12 @@ impl SlabConfig {
         self
     }
 
+    /// The budget and consumer name given to [`with_budget`](Self::with_budget),
+    /// for layers above that charge their own memory to the same consumer.
+    pub fn budget(&self) -> Option<(&MemoryBudget, &str)> {
+        self.budget.as_ref().map(|(b, c)| (b, c.as_str()))
+    }
+
     /// The arena's instance name (default `"default"`): the `arena` label
     /// of its metrics (docs/metrics.md), so keep names few and stable. An
     /// ebb-arena arena built on this config takes the same name.
