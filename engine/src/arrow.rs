@@ -20,6 +20,7 @@ use ebb_arena::BlobHandle;
 use ebb_pool::{BufferPool, PooledBuf};
 use tokio_util::sync::CancellationToken;
 
+use crate::checks::{check_key, check_value, check_vector};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 
@@ -135,16 +136,9 @@ pub(crate) fn check_vectors(
     };
     for i in 0..checked.len() {
         let (_, vector, payload) = checked.row(i);
-        if let Some((index, &value)) = vector.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::NonFinite { index, value });
-        }
-        if let Some(p) = payload
-            && p.len() > max_value_bytes
-        {
-            return Err(Error::ValueTooLarge {
-                len: p.len(),
-                max: max_value_bytes,
-            });
+        check_vector(vector, dim)?;
+        if let Some(p) = payload {
+            check_value(p, max_value_bytes)?;
         }
     }
     // Inner nulls would read as zeros: refuse them too.
@@ -162,7 +156,6 @@ pub(crate) fn check_vectors(
 /// Checks a KV batch: schema, nulls, key and value sizes.
 pub(crate) fn check_kv(
     batch: &RecordBatch,
-    max_key_bytes: usize,
     max_value_bytes: usize,
 ) -> Result<(&BinaryArray, &BinaryArray)> {
     required(batch, "key")?;
@@ -173,22 +166,8 @@ pub(crate) fn check_kv(
     no_nulls(keys, "key")?;
     no_nulls(values, "value")?;
     for i in 0..keys.len() {
-        let (k, v) = (keys.value(i), values.value(i));
-        if k.is_empty() {
-            return Err(Error::EmptyKey);
-        }
-        if k.len() > max_key_bytes {
-            return Err(Error::KeyTooLarge {
-                len: k.len(),
-                max: max_key_bytes,
-            });
-        }
-        if v.len() > max_value_bytes {
-            return Err(Error::ValueTooLarge {
-                len: v.len(),
-                max: max_value_bytes,
-            });
-        }
+        check_key(keys.value(i))?;
+        check_value(values.value(i), max_value_bytes)?;
     }
     Ok((keys, values))
 }

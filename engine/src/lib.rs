@@ -25,6 +25,7 @@
 //!    no call is inside it) returns each to zero.
 
 mod arrow;
+mod checks;
 mod config;
 mod dataset;
 mod error;
@@ -346,15 +347,7 @@ impl Engine {
     }
 
     fn check_kv(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        if key.is_empty() {
-            return Err(Error::EmptyKey);
-        }
-        if key.len() > MAX_KEY_BYTES {
-            return Err(Error::KeyTooLarge {
-                len: key.len(),
-                max: MAX_KEY_BYTES,
-            });
-        }
+        checks::check_key(key)?;
         if let Some(value) = value {
             self.check_value(value)?;
         }
@@ -362,14 +355,7 @@ impl Engine {
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {
-        let max = self.inner.config.max_value_bytes as usize;
-        if value.len() > max {
-            return Err(Error::ValueTooLarge {
-                len: value.len(),
-                max,
-            });
-        }
-        Ok(())
+        checks::check_value(value, self.inner.config.max_value_bytes as usize)
     }
 
     /// Stores `value` under `key`, replacing what was there.
@@ -501,7 +487,7 @@ impl Engine {
     pub fn ingest_kv(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
         let d = self.dataset(dataset)?;
         let max = self.inner.config.max_value_bytes as usize;
-        let (keys, values) = arrow::check_kv(batch, MAX_KEY_BYTES, max)?;
+        let (keys, values) = arrow::check_kv(batch, max)?;
         let mut scratch = d.pool.try_get(4096)?;
         for i in 0..keys.len() {
             if i % INGEST_CHUNK == 0 && i > 0 && self.inner.token.is_cancelled() {

@@ -124,16 +124,7 @@ impl VectorStore {
 
     /// Checks a vector's length and components (before anything is stored).
     pub fn check(&self, vector: &[f32]) -> Result<()> {
-        if vector.len() != self.dim {
-            return Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: vector.len(),
-            });
-        }
-        if let Some((index, &value)) = vector.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::NonFinite { index, value });
-        }
-        Ok(())
+        crate::checks::check_vector(vector, self.dim)
     }
 
     /// Keeps the map's charge at its capacity; refuses growth over budget.
