@@ -16,7 +16,6 @@ use arrow_array::{
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use ebb_arena::BlobHandle;
 use ebb_pool::{BufferPool, PooledBuf};
 use tokio_util::sync::CancellationToken;
 
@@ -234,65 +233,113 @@ impl BinaryBuilder {
     }
 }
 
-/// Batches of a dataset's KV records (those live when the scan started and
-/// still live when their batch is built), `SCAN_BATCH_ROWS` at a time.
+/// Batches of a dataset's KV records, `SCAN_BATCH_ROWS` at a time, one
+/// key-table shard after another: a shard's keys are copied under its read
+/// lock (so every key live for the whole scan is in it, with a value it
+/// held meanwhile), then its values are read key by key.
 pub struct KvScan {
     dataset: Arc<Dataset>,
-    handles: Vec<BlobHandle>,
-    at: usize,
+    /// The next shard to copy the keys of.
+    shard: usize,
+    /// The current shard's keys, in pooled buffers, and the next one to
+    /// read.
+    keys: Option<(BinaryArray, usize)>,
     token: CancellationToken,
 }
 
 impl KvScan {
     pub(crate) fn new(dataset: Arc<Dataset>, token: CancellationToken) -> KvScan {
-        let handles = dataset.kv.handles();
         KvScan {
             dataset,
-            handles,
-            at: 0,
+            shard: 0,
+            keys: None,
             token,
         }
     }
 
-    fn batch(&mut self) -> Result<RecordBatch> {
-        let end = (self.at + SCAN_BATCH_ROWS).min(self.handles.len());
-        let rows = end - self.at;
-        let pool = &self.dataset.pool;
-        let (mut keys, mut values) = (
-            BinaryBuilder::new(pool, rows)?,
-            BinaryBuilder::new(pool, rows)?,
-        );
-        for &handle in &self.handles[self.at..end] {
-            let pushed = self
-                .dataset
-                .kv
-                .read(handle, |k, v| keys.push(k).and_then(|()| values.push(v)));
-            if let Some(r) = pushed {
-                r?;
+    /// Copies the next non-empty shard's keys; false when none is left.
+    fn next_shard(&mut self) -> Result<bool> {
+        while self.shard < self.dataset.kv.shard_count() {
+            let pool = &self.dataset.pool;
+            let mut keys: Option<BinaryBuilder> = None;
+            self.dataset.kv.shard_keys(self.shard, |n, key| {
+                let builder = match &mut keys {
+                    Some(b) => b,
+                    None => keys.insert(BinaryBuilder::new(pool, n)?),
+                };
+                builder.push(key)
+            })?;
+            self.shard += 1;
+            if let Some(keys) = keys.map(|b| b.finish(None))
+                && !keys.is_empty()
+            {
+                self.keys = Some((keys, 0));
+                return Ok(true);
             }
         }
-        self.at = end;
-        RecordBatch::try_new(
-            kv_schema(),
-            vec![Arc::new(keys.finish(None)), Arc::new(values.finish(None))],
-        )
-        .map_err(|e| Error::Schema {
-            reason: e.to_string(),
-        })
+        Ok(false)
+    }
+
+    fn batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if let Some((keys, at)) = &mut self.keys {
+                if *at < keys.len() {
+                    let end = (*at + SCAN_BATCH_ROWS).min(keys.len());
+                    let pool = &self.dataset.pool;
+                    let (mut out_keys, mut values) = (
+                        BinaryBuilder::new(pool, end - *at)?,
+                        BinaryBuilder::new(pool, end - *at)?,
+                    );
+                    for i in *at..end {
+                        let key = keys.value(i);
+                        // Deleted since its shard was copied: left out.
+                        if let Some(r) = self.dataset.kv.get_with(key, |v| values.push(v)) {
+                            r?;
+                            out_keys.push(key)?;
+                        }
+                    }
+                    *at = end;
+                    let batch = RecordBatch::try_new(
+                        kv_schema(),
+                        vec![
+                            Arc::new(out_keys.finish(None)),
+                            Arc::new(values.finish(None)),
+                        ],
+                    )
+                    .map_err(|e| Error::Schema {
+                        reason: e.to_string(),
+                    })?;
+                    return Ok(Some(batch));
+                }
+                self.keys = None;
+            }
+            if !self.next_shard()? {
+                return Ok(None);
+            }
+        }
     }
 }
 
 impl Iterator for KvScan {
     type Item = Result<RecordBatch>;
     fn next(&mut self) -> Option<Result<RecordBatch>> {
-        if self.at >= self.handles.len() {
+        if self.shard >= self.dataset.kv.shard_count() && self.keys.is_none() {
             return None;
         }
         if self.token.is_cancelled() {
-            self.at = self.handles.len();
+            self.shard = self.dataset.kv.shard_count();
+            self.keys = None;
             return Some(Err(Error::Closing));
         }
-        Some(self.batch())
+        match self.batch() {
+            Ok(Some(batch)) => Some(Ok(batch)),
+            Ok(None) => None,
+            Err(e) => {
+                self.shard = self.dataset.kv.shard_count();
+                self.keys = None;
+                Some(Err(e))
+            }
+        }
     }
 }
 

@@ -137,6 +137,28 @@ pub enum Error {
         /// How much was asked for.
         bytes: usize,
     },
+    /// Snapshots need `data_dir`, and the engine has none.
+    #[error("no data_dir is set: snapshots need one")]
+    NoDataDir,
+    /// A file or directory operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What was being done (`create`, `write`, `fsync`, `rename`, ...).
+        op: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A snapshot file that is truncated, altered or not what its manifest
+    /// says; its dataset is left out, the others load.
+    #[error("snapshot file {file}: {reason}")]
+    CorruptSnapshot {
+        /// The file.
+        file: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An arena failed (not a caller mistake: the system refused memory).
     #[error("arena: {0}")]
     Arena(ebb_arena::Error),

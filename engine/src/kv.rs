@@ -264,22 +264,30 @@ impl KvStore {
         }
     }
 
-    /// The handles of every record live now (a scan's starting set, 8
-    /// bytes per record).
-    pub fn handles(&self) -> Vec<BlobHandle> {
-        let mut out = Vec::with_capacity(self.len());
-        for shard in self.shards.iter() {
-            out.extend(shard.read().table.iter().map(|e| e.handle));
-        }
-        out
+    /// Key-table shards (a scan's unit).
+    pub fn shard_count(&self) -> usize {
+        SHARDS
     }
 
-    /// Calls `f` with the key and value of the record `handle` names, if it
-    /// is still live.
-    pub fn read<R>(&self, handle: BlobHandle, f: impl FnOnce(&[u8], &[u8]) -> R) -> Option<R> {
-        self.arena
-            .with(handle, |record| split_record(record).map(|(k, v)| f(k, v)))
-            .flatten()
+    /// Calls `f` with shard `i`'s record count and each of its keys, under
+    /// the shard's read lock (writers to it wait; keep `f` short).
+    pub fn shard_keys(
+        &self,
+        i: usize,
+        mut f: impl FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let shard = self.shards[i].read();
+        let n = shard.table.len();
+        for entry in shard.table.iter() {
+            // Live while the lock is held (invariant 1).
+            let pushed = self
+                .arena
+                .with(entry.handle, |r| split_record(r).map(|(k, _)| f(n, k)));
+            if let Some(Some(r)) = pushed {
+                r?;
+            }
+        }
+        Ok(())
     }
 
     /// Live records.

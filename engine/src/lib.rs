@@ -31,20 +31,20 @@ mod dataset;
 mod error;
 mod kv;
 pub mod limits;
+mod release;
+pub mod snapshot;
+mod stats;
 mod vectors;
 
 use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
 
 use arrow_array::{Array, RecordBatch};
-use ebb_arena::CompactionPolicy;
 use ebb_core::MemoryBudget;
-use ebb_core::maintenance::{Maintenance, MaintenanceKind};
 use ebb_pool::PooledBuf;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 pub use arrow::{INGEST_CHUNK, KvScan, SCAN_BATCH_ROWS, VectorScan, kv_schema, vector_schema};
@@ -53,6 +53,8 @@ pub use dataset::{CONSUMERS, DatasetConfig, IndexKind, MAX_NAME_BYTES, check_nam
 pub use ebb_hnsw::Metric;
 pub use error::{Error, Result};
 pub use kv::MAX_KEY_BYTES;
+pub use snapshot::{LoadReport, SnapshotReport, SnapshotStep};
+pub use stats::{DatasetInfo, DatasetStats, ReleaseReport};
 
 use dataset::Dataset;
 
@@ -94,91 +96,23 @@ pub struct Hit {
     pub payload: Option<Value>,
 }
 
-/// What [`Engine::release_memory`] gave back, by source.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ReleaseReport {
-    /// Resident bytes the arenas' compactions released.
-    pub arena_bytes: u64,
-    /// Bytes index rebuilds released (their retired graphs, freed).
-    pub index_bytes: u64,
-    /// Bytes pool trims released.
-    pub pool_bytes: u64,
-    /// Bytes the key tables and payload maps gave back by shrinking.
-    pub table_bytes: u64,
-    /// Whether the global allocator said it gave memory back.
-    pub allocator_trimmed: bool,
-    /// Maintenance runs that failed (each is logged in the report, the
-    /// rest went on).
-    pub failures: Vec<String>,
-    /// True if the token stopped the release early.
-    pub cancelled: bool,
-    /// Wall time.
-    pub duration_secs: f64,
-}
-
-impl ReleaseReport {
-    /// Every source's bytes together.
-    pub fn total_bytes(&self) -> u64 {
-        self.arena_bytes + self.index_bytes + self.pool_bytes + self.table_bytes
-    }
-}
-
-/// What one dataset holds, for stats and metrics (flat; bytes in
-/// `*_bytes`).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DatasetStats {
-    /// KV records.
-    pub records: u64,
-    /// Live bytes of KV records (keys, values, their length prefixes).
-    pub kv_live_bytes: u64,
-    /// Resident bytes of the KV arena.
-    pub kv_resident_bytes: u64,
-    /// Bytes of the key tables.
-    pub kv_table_bytes: u64,
-    /// Live vectors.
-    pub vectors: u64,
-    /// Deleted points the index still holds.
-    pub index_deleted_points: u64,
-    /// Bytes the index holds (graph, vectors, maps).
-    pub index_bytes: u64,
-    /// Live bytes of payloads.
-    pub payload_live_bytes: u64,
-    /// Resident bytes of the payload arena.
-    pub payload_resident_bytes: u64,
-    /// Bytes of the id -> payload map.
-    pub payload_map_bytes: u64,
-    /// Bytes charged to the dataset's consumers.
-    pub reserved_bytes: u64,
-}
-
-/// One dataset as [`Engine::list_datasets`] shows it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DatasetInfo {
-    /// Its name.
-    pub name: String,
-    /// Its configuration.
-    pub config: DatasetConfig,
-    /// KV records.
-    pub records: usize,
-    /// Live vectors.
-    pub vectors: usize,
-    /// Bytes charged to its consumers.
-    pub reserved_bytes: u64,
-}
-
-struct Inner {
-    config: EngineConfig,
-    budget: MemoryBudget,
-    datasets: RwLock<HashMap<String, Arc<Dataset>>>,
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) budget: MemoryBudget,
+    pub(crate) datasets: RwLock<HashMap<String, Arc<Dataset>>>,
     closing: AtomicBool,
-    token: CancellationToken,
+    pub(crate) token: CancellationToken,
+    /// One snapshot at a time.
+    pub(crate) snapshot_lock: Mutex<()>,
+    /// What `open` loaded from `data_dir` (set once, at open).
+    load_report: OnceLock<LoadReport>,
 }
 
 /// The engine: cheap to clone and share (`Send + Sync`); every method takes
 /// `&self` and may be called from many threads at once.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -192,19 +126,37 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Opens an engine with one budget of `config.memory_limit_bytes`.
+    /// With `data_dir` set, loads the newest committed snapshot there
+    /// (created if missing) and rebuilds its indexes; a dataset whose files
+    /// are truncated or corrupt is left out and named in
+    /// [`load_report`](Self::load_report), the others load. An error here
+    /// is one the whole engine cannot open with (a bad config, a
+    /// `data_dir` that cannot be listed).
     pub fn open(config: EngineConfig) -> Result<Engine> {
         config.validate()?;
         let budget = MemoryBudget::new(config.memory_limit_bytes)
             .with_max_consumer_names(MAX_DATASETS * CONSUMERS.len());
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 config,
                 budget,
                 datasets: RwLock::new(HashMap::new()),
                 closing: AtomicBool::new(false),
                 token: CancellationToken::new(),
+                snapshot_lock: Mutex::new(()),
+                load_report: OnceLock::new(),
             }),
-        })
+        };
+        if let Some(dir) = engine.inner.config.data_dir.clone() {
+            let report = snapshot::load_latest(&engine, &dir)?;
+            let _ = engine.inner.load_report.set(report);
+        }
+        Ok(engine)
+    }
+
+    /// What [`open`](Self::open) loaded from `data_dir` (none without one).
+    pub fn load_report(&self) -> Option<&LoadReport> {
+        self.inner.load_report.get()
     }
 
     /// The configuration it was opened with.
@@ -222,14 +174,14 @@ impl Engine {
         &self.inner.token
     }
 
-    fn open_for_work(&self) -> Result<()> {
+    pub(crate) fn open_for_work(&self) -> Result<()> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::Closing);
         }
         Ok(())
     }
 
-    fn dataset(&self, name: &str) -> Result<Arc<Dataset>> {
+    pub(crate) fn dataset(&self, name: &str) -> Result<Arc<Dataset>> {
         self.open_for_work()?;
         self.inner
             .datasets
@@ -470,7 +422,15 @@ impl Engine {
     /// were stored). Returns the rows stored.
     pub fn ingest(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
         let d = self.dataset(dataset)?;
-        let max = self.inner.config.max_value_bytes as usize;
+        self.ingest_into(&d, batch, self.inner.config.max_value_bytes as usize)
+    }
+
+    pub(crate) fn ingest_into(
+        &self,
+        d: &Dataset,
+        batch: &RecordBatch,
+        max: usize,
+    ) -> Result<usize> {
         let rows = arrow::check_vectors(batch, d.config.dim, max)?;
         for i in 0..rows.len() {
             if i % INGEST_CHUNK == 0 && i > 0 && self.inner.token.is_cancelled() {
@@ -486,7 +446,15 @@ impl Engine {
     /// nulls), checked whole first as [`ingest`](Self::ingest) is.
     pub fn ingest_kv(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
         let d = self.dataset(dataset)?;
-        let max = self.inner.config.max_value_bytes as usize;
+        self.ingest_kv_into(&d, batch, self.inner.config.max_value_bytes as usize)
+    }
+
+    pub(crate) fn ingest_kv_into(
+        &self,
+        d: &Dataset,
+        batch: &RecordBatch,
+        max: usize,
+    ) -> Result<usize> {
         let (keys, values) = arrow::check_kv(batch, max)?;
         let mut scratch = d.pool.try_get(4096)?;
         for i in 0..keys.len() {
@@ -515,79 +483,6 @@ impl Engine {
             self.dataset(dataset)?,
             self.inner.token.clone(),
         ))
-    }
-
-    /// Gives back what can be given back now: compacts every arena, takes
-    /// over idle threads' slabs, rebuilds indexes that need it (freeing
-    /// the retired graphs here: the caller asked), trims pools on every
-    /// thread, shrinks sparse tables and asks the global allocator to
-    /// purge. Stops between steps when `token` (or the engine's) is
-    /// cancelled.
-    pub fn release_memory_with(&self, token: &CancellationToken) -> Result<ReleaseReport> {
-        self.open_for_work()?;
-        let started = Instant::now();
-        let token = token.child_token();
-        let engine_token = self.inner.token.clone();
-        let stop = || token.is_cancelled() || engine_token.is_cancelled();
-        let datasets: Vec<Arc<Dataset>> = self.inner.datasets.read().values().cloned().collect();
-        let mut report = ReleaseReport::default();
-        // "Everything sparse now", not only what the worker's policy asks
-        // for: any sealed slab under 90 % live, however little it frees.
-        let sweep = CompactionPolicy::default()
-            .with_max_live_ratio(0.9)
-            .with_min_reclaim_bytes(0);
-        'datasets: for d in &datasets {
-            for arena in [d.kv.arena(), d.vectors.payloads()] {
-                if stop() {
-                    report.cancelled = true;
-                    break 'datasets;
-                }
-                arena.reclaim_threads(true);
-                match arena.compact(&sweep, &token) {
-                    Ok(run) => {
-                        report.arena_bytes += run.bytes_released;
-                        report.cancelled |= run.cancelled;
-                    }
-                    Err(e) => report.failures.push(format!("{}: arena: {e}", d.name)),
-                }
-            }
-            let parts: [&dyn Maintenance; 2] = [d.vectors.index().maintenance(), &d.pool];
-            for part in parts {
-                if stop() {
-                    report.cancelled = true;
-                    break 'datasets;
-                }
-                match part.run_maintenance(&token) {
-                    Ok(mut run) => {
-                        let mut released = run.bytes_released;
-                        if let Some(deferred) = run.deferred.take() {
-                            released += deferred.bytes();
-                            deferred.release();
-                        }
-                        match part.maintenance_kind() {
-                            MaintenanceKind::Index => report.index_bytes += released,
-                            _ => report.pool_bytes += released,
-                        }
-                        report.cancelled |= run.cancelled;
-                    }
-                    Err(e) => report.failures.push(format!(
-                        "{}: {}: {e}",
-                        d.name,
-                        part.maintenance_kind().as_str()
-                    )),
-                }
-            }
-            report.table_bytes += d.kv.shrink_tables();
-        }
-        report.allocator_trimmed = ebb_core::os::trim_global_allocator();
-        report.duration_secs = started.elapsed().as_secs_f64();
-        Ok(report)
-    }
-
-    /// [`release_memory_with`](Self::release_memory_with) under the
-    /// engine's own token.
-    pub fn release_memory(&self) -> Result<ReleaseReport> {
-        self.release_memory_with(&CancellationToken::new())
     }
 
     /// Stops taking work: every later call returns [`Error::Closing`], and

@@ -183,10 +183,18 @@ impl VectorStore {
 
     /// Calls `f` with the payload of `id`, if it has one.
     pub fn payload_with<R>(&self, id: u64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        let handle = *self.map.lock().get(&id)?;
-        // A concurrent upsert may have replaced it since: then `None`, as
-        // if read a moment later (the hit is already a moment old).
-        self.payloads.with(handle, f)
+        let mut f = Some(f);
+        loop {
+            let handle = *self.map.lock().get(&id)?;
+            let read = self
+                .payloads
+                .with(handle, |p| (f.take().expect("called once"))(p));
+            if read.is_some() {
+                return read;
+            }
+            // Replaced by a concurrent upsert since (the old payload goes
+            // after the map entry changes, invariant 1): look again.
+        }
     }
 
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(u64, f32)>> {

@@ -677,6 +677,12 @@ impl<B: GraphBackend> VectorIndex<B> {
             if norm == 0.0 || !norm.is_finite() {
                 return Err(Error::ZeroVector);
             }
+            // A vector already of unit length (one read back, say) is
+            // stored as given: dividing again would move its bits, and a
+            // snapshot or export stored again must be bit-identical.
+            if (norm - 1.0).abs() <= 4.0 * f32::EPSILON {
+                return Ok(v.to_vec());
+            }
             return Ok(v.iter().map(|x| x / norm).collect());
         }
         Ok(v.to_vec())

@@ -1,0 +1,88 @@
+//! [`Engine::release_memory`]: everything given back now, on the caller's
+//! thread (the lifecycle's worker does the same on its schedule).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ebb_arena::CompactionPolicy;
+use ebb_core::maintenance::{Maintenance, MaintenanceKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::dataset::Dataset;
+use crate::error::Result;
+use crate::{Engine, ReleaseReport};
+
+impl Engine {
+    /// Gives back what can be given back now: compacts every arena, takes
+    /// over idle threads' slabs, rebuilds indexes that need it (freeing
+    /// the retired graphs here: the caller asked), trims pools on every
+    /// thread, shrinks sparse tables and asks the global allocator to
+    /// purge. Stops between steps when `token` (or the engine's) is
+    /// cancelled.
+    pub fn release_memory_with(&self, token: &CancellationToken) -> Result<ReleaseReport> {
+        self.open_for_work()?;
+        let started = Instant::now();
+        let token = token.child_token();
+        let engine_token = self.inner.token.clone();
+        let stop = || token.is_cancelled() || engine_token.is_cancelled();
+        let datasets: Vec<Arc<Dataset>> = self.inner.datasets.read().values().cloned().collect();
+        let mut report = ReleaseReport::default();
+        // "Everything sparse now", not only what the worker's policy asks
+        // for: any sealed slab under 90 % live, however little it frees.
+        let sweep = CompactionPolicy::default()
+            .with_max_live_ratio(0.9)
+            .with_min_reclaim_bytes(0);
+        'datasets: for d in &datasets {
+            for arena in [d.kv.arena(), d.vectors.payloads()] {
+                if stop() {
+                    report.cancelled = true;
+                    break 'datasets;
+                }
+                arena.reclaim_threads(true);
+                match arena.compact(&sweep, &token) {
+                    Ok(run) => {
+                        report.arena_bytes += run.bytes_released;
+                        report.cancelled |= run.cancelled;
+                    }
+                    Err(e) => report.failures.push(format!("{}: arena: {e}", d.name)),
+                }
+            }
+            let parts: [&dyn Maintenance; 2] = [d.vectors.index().maintenance(), &d.pool];
+            for part in parts {
+                if stop() {
+                    report.cancelled = true;
+                    break 'datasets;
+                }
+                match part.run_maintenance(&token) {
+                    Ok(mut run) => {
+                        let mut released = run.bytes_released;
+                        if let Some(deferred) = run.deferred.take() {
+                            released += deferred.bytes();
+                            deferred.release();
+                        }
+                        match part.maintenance_kind() {
+                            MaintenanceKind::Index => report.index_bytes += released,
+                            _ => report.pool_bytes += released,
+                        }
+                        report.cancelled |= run.cancelled;
+                    }
+                    Err(e) => report.failures.push(format!(
+                        "{}: {}: {e}",
+                        d.name,
+                        part.maintenance_kind().as_str()
+                    )),
+                }
+            }
+            report.table_bytes += d.kv.shrink_tables();
+        }
+        report.allocator_trimmed = ebb_core::os::trim_global_allocator();
+        report.duration_secs = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// [`release_memory_with`](Self::release_memory_with) under the
+    /// engine's own token.
+    pub fn release_memory(&self) -> Result<ReleaseReport> {
+        self.release_memory_with(&CancellationToken::new())
+    }
+}
