@@ -16,6 +16,7 @@ use arrow_array::{
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use ebb_leak::{ResourceKind, Tracked};
 use ebb_pool::{BufferPool, PooledBuf};
 use tokio_util::sync::CancellationToken;
 
@@ -239,6 +240,8 @@ impl BinaryBuilder {
 /// held meanwhile), then its values are read key by key.
 pub struct KvScan {
     dataset: Arc<Dataset>,
+    /// The scan as a tracked resource (crate::leaks).
+    _tracked: Tracked,
     /// The next shard to copy the keys of.
     shard: usize,
     /// The current shard's keys, in pooled buffers, and the next one to
@@ -248,9 +251,11 @@ pub struct KvScan {
 }
 
 impl KvScan {
+    #[track_caller]
     pub(crate) fn new(dataset: Arc<Dataset>, token: CancellationToken) -> KvScan {
         KvScan {
             dataset,
+            _tracked: crate::leaks::tracker().track(ResourceKind::Iterator, "kv_scan"),
             shard: 0,
             keys: None,
             token,
@@ -346,16 +351,20 @@ impl Iterator for KvScan {
 /// Batches of a dataset's vectors with their payloads.
 pub struct VectorScan {
     dataset: Arc<Dataset>,
+    /// The scan as a tracked resource (crate::leaks).
+    _tracked: Tracked,
     ids: Vec<u64>,
     at: usize,
     token: CancellationToken,
 }
 
 impl VectorScan {
+    #[track_caller]
     pub(crate) fn new(dataset: Arc<Dataset>, token: CancellationToken) -> VectorScan {
         let ids = dataset.vectors.index().ids();
         VectorScan {
             dataset,
+            _tracked: crate::leaks::tracker().track(ResourceKind::Iterator, "vector_scan"),
             ids,
             at: 0,
             token,

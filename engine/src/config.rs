@@ -31,21 +31,21 @@ pub const KEYS: &[&str] = &[
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeakLevel {
     /// No tracking.
-    Off,
+    Disabled,
     /// Counts per kind, a backtrace for one acquisition in 128 (the cost is
     /// in bench/RESULTS.md).
     Sampled,
     /// A backtrace for every acquisition (debugging).
-    Full,
+    Paranoid,
 }
 
 impl LeakLevel {
     /// The value as written in the config.
     pub fn as_str(self) -> &'static str {
         match self {
-            LeakLevel::Off => "off",
+            LeakLevel::Disabled => "disabled",
             LeakLevel::Sampled => "sampled",
-            LeakLevel::Full => "full",
+            LeakLevel::Paranoid => "paranoid",
         }
     }
 }
@@ -76,7 +76,7 @@ pub struct EngineConfig {
     /// `pressure_interval_ms` (500): how often the pressure controller
     /// samples memory.
     pub pressure_interval_ms: u64,
-    /// `leak_level` (sampled): `off`, `sampled` or `full`.
+    /// `leak_level` (sampled): `disabled`, `sampled` or `paranoid`.
     pub leak_level: LeakLevel,
     /// `leak_threshold_secs` (300): a tracked resource older than this is
     /// reported.
@@ -172,10 +172,10 @@ impl EngineConfig {
             }
             "leak_level" => {
                 self.leak_level = match value.trim() {
-                    "off" => LeakLevel::Off,
+                    "disabled" => LeakLevel::Disabled,
                     "sampled" => LeakLevel::Sampled,
-                    "full" => LeakLevel::Full,
-                    _ => return Err(bad(key, value, "one of off, sampled, full")),
+                    "paranoid" => LeakLevel::Paranoid,
+                    _ => return Err(bad(key, value, "one of disabled, sampled, paranoid")),
                 }
             }
             "leak_threshold_secs" => self.leak_threshold_secs = parse_u64(key, value, 1, DAY)?,
@@ -339,7 +339,7 @@ mod tests {
         let file = dir.join("engine.toml");
         std::fs::write(
             &file,
-            "soft_limit_ratio = 0.7\ncompaction_interval_secs = 9\nleak_level = \"full\"\n",
+            "soft_limit_ratio = 0.7\ncompaction_interval_secs = 9\nleak_level = \"paranoid\"\n",
         )
         .unwrap();
         let c = EngineConfig::load_from(
@@ -349,12 +349,12 @@ mod tests {
                 ("EBB_LOG", "debug"),
                 ("PATH", "x"),
             ]),
-            &[("leak_level".into(), "off".into())],
+            &[("leak_level".into(), "disabled".into())],
         )
         .unwrap();
         assert_eq!(c.soft_limit_ratio, 0.7, "file");
         assert_eq!(c.compaction_interval_secs, 11, "env over file");
-        assert_eq!(c.leak_level, LeakLevel::Off, "flag over file");
+        assert_eq!(c.leak_level, LeakLevel::Disabled, "flag over file");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -367,7 +367,7 @@ mod tests {
             ("soft_limit_ratio", "NaN", "(0, 1]"),
             ("arena_max_live_ratio", "1", "(0, 1)"),
             ("shutdown_deadline_secs", "0", "1..=3600"),
-            ("leak_level", "loud", "off, sampled, full"),
+            ("leak_level", "loud", "disabled, sampled, paranoid"),
             ("max_value_bytes", "-3", "integer"),
         ] {
             let err = c.set(key, value).unwrap_err();

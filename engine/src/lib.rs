@@ -30,6 +30,7 @@ mod config;
 mod dataset;
 mod error;
 mod kv;
+mod leaks;
 pub mod limits;
 mod release;
 pub mod snapshot;
@@ -53,6 +54,7 @@ pub use dataset::{CONSUMERS, DatasetConfig, IndexKind, MAX_NAME_BYTES, check_nam
 pub use ebb_hnsw::Metric;
 pub use error::{Error, Result};
 pub use kv::MAX_KEY_BYTES;
+pub use leaks::TRACKER_NAME;
 pub use snapshot::{LoadReport, SnapshotReport, SnapshotStep};
 pub use stats::{DatasetInfo, DatasetStats, ReleaseReport};
 
@@ -147,11 +149,25 @@ impl Engine {
                 load_report: OnceLock::new(),
             }),
         };
+        leaks::tracker().set_level(leaks::tracking_level(engine.inner.config.leak_level));
         if let Some(dir) = engine.inner.config.data_dir.clone() {
             let report = snapshot::load_latest(&engine, &dir)?;
             let _ = engine.inner.load_report.set(report);
         }
         Ok(engine)
+    }
+
+    /// The tracker of the engine's own resources (scan iterators, snapshot
+    /// files): one per process, named [`TRACKER_NAME`].
+    pub fn leak_tracker(&self) -> ebb_leak::ResourceTracker {
+        leaks::tracker()
+    }
+
+    /// Scans and snapshot files held longer than `leak_threshold_secs`,
+    /// each group with its acquisition site.
+    pub fn leak_report(&self) -> ebb_leak::LeakReport {
+        let threshold = std::time::Duration::from_secs(self.inner.config.leak_threshold_secs);
+        leaks::tracker().check(threshold)
     }
 
     /// What [`open`](Self::open) loaded from `data_dir` (none without one).
@@ -468,7 +484,10 @@ impl Engine {
 
     /// The dataset's vectors as record batches ([`vector_schema`]), in
     /// pooled buffers handed to Arrow without a copy: every point live at
-    /// the start and still live when its batch is built, once.
+    /// the start and still live when its batch is built, once. The scan is
+    /// a tracked resource (see [`leak_report`](Self::leak_report)) whose
+    /// site is the caller's.
+    #[track_caller]
     pub fn scan(&self, dataset: &str) -> Result<VectorScan> {
         Ok(VectorScan::new(
             self.dataset(dataset)?,
@@ -478,6 +497,7 @@ impl Engine {
 
     /// The dataset's KV records as record batches ([`kv_schema`]), as
     /// [`scan`](Self::scan) does.
+    #[track_caller]
     pub fn scan_kv(&self, dataset: &str) -> Result<KvScan> {
         Ok(KvScan::new(
             self.dataset(dataset)?,

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use ebb_leak::{ResourceKind, Tracked};
 use ebb_pool::{BufferPool, PooledBuf};
 
 use crate::error::{Error, Result};
@@ -37,6 +38,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// `on_write` is called after every write that reached the file.
 pub(crate) struct ChecksumWriter<'a> {
     file: File,
+    /// The open file as a tracked resource (crate::leaks).
+    _tracked: Tracked,
     path: PathBuf,
     buf: PooledBuf,
     crc: u32,
@@ -46,6 +49,7 @@ pub(crate) struct ChecksumWriter<'a> {
 
 impl<'a> ChecksumWriter<'a> {
     /// Creates `path` (which must not exist).
+    #[track_caller]
     pub fn create(
         path: &Path,
         pool: &BufferPool,
@@ -60,6 +64,7 @@ impl<'a> ChecksumWriter<'a> {
         buf.clear();
         Ok(ChecksumWriter {
             file,
+            _tracked: crate::leaks::tracker().track(ResourceKind::FileDescriptor, "snapshot_write"),
             path: path.to_path_buf(),
             buf,
             crc: 0,
@@ -150,16 +155,20 @@ pub(crate) fn verify(path: &Path, pool: &BufferPool, len: u64, crc: u32) -> Resu
 /// reads and seeks).
 pub(crate) struct PooledReader {
     file: File,
+    /// The open file as a tracked resource (crate::leaks).
+    _tracked: Tracked,
     buf: PooledBuf,
     at: usize,
     filled: usize,
 }
 
 impl PooledReader {
+    #[track_caller]
     pub fn open(path: &Path, pool: &BufferPool) -> Result<PooledReader> {
         let file = File::open(path).map_err(io_error(path, "open"))?;
         Ok(PooledReader {
             file,
+            _tracked: crate::leaks::tracker().track(ResourceKind::FileDescriptor, "snapshot_read"),
             buf: pool.try_get(IO_CHUNK)?,
             at: 0,
             filled: 0,
