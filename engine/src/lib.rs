@@ -92,7 +92,8 @@ impl Deref for Value {
 pub struct Hit {
     /// The point's id.
     pub id: u64,
-    /// Its distance to the query (lower is closer, for every metric).
+    /// Its distance to the query, lower is closer: squared L2, `1 - cos`
+    /// or `1 - dot` (hnswlib's conventions).
     pub distance: f32,
     /// Its payload, if it has one.
     pub payload: Option<Value>,

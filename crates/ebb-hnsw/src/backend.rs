@@ -489,16 +489,18 @@ impl GraphDistance {
 
     /// The distance the index reports for a graph distance `g`.
     #[inline]
+    /// Reported distances follow hnswlib's conventions: squared L2,
+    /// `1 - cos`, `1 - dot`.
     pub fn reported(&self, g: f32) -> f32 {
         match self.0 {
-            Metric::L2 => g.sqrt(),
-            Metric::Cosine => g,
-            // Invert the map above: the reported distance is -dot.
+            Metric::L2 | Metric::Cosine => g,
+            // Invert the map above (d = dot): g = 1 - d for d <= 0, so
+            // 1 - d = g; g = 1 / (1 + d) for d > 0, so 1 - d = 2 - 1 / g.
             Metric::Dot => {
                 if g >= 1.0 {
-                    g - 1.0
+                    g
                 } else {
-                    -(1.0 / g - 1.0)
+                    2.0 - 1.0 / g
                 }
             }
         }

@@ -9,12 +9,12 @@ use crate::error::{Error, Result};
 /// lower is closer, for every metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Metric {
-    /// Euclidean distance.
+    /// Squared Euclidean distance (as hnswlib's `l2`).
     L2,
     /// `1 - cos(a, b)`; vectors are stored normalized, and a zero vector is
     /// refused.
     Cosine,
-    /// `-dot(a, b)` (a true inner product, vectors stored as given).
+    /// `1 - dot(a, b)` (as hnswlib's `ip`; vectors stored as given).
     Dot,
 }
 

@@ -7,19 +7,14 @@ use ebb_hnsw::Metric;
 /// Distance as the index reports it.
 pub fn distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
     match metric {
-        Metric::L2 => a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum::<f32>()
-            .sqrt(),
+        Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>(),
         Metric::Cosine => {
             let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
             let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
             let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
             1.0 - dot / (na * nb)
         }
-        Metric::Dot => -a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>(),
+        Metric::Dot => 1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>(),
     }
 }
 
