@@ -4,7 +4,7 @@
 //! operations among the writes.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use ebb_engine::{DatasetConfig, Engine, EngineConfig, Metric};
 use proptest::prelude::*;
@@ -48,10 +48,10 @@ fn floats(v: [i8; DIM]) -> Vec<f32> {
     v.iter().map(|&x| f32::from(x) / 4.0).collect()
 }
 
-fn open(dir: &PathBuf) -> Engine {
+fn open(dir: &Path) -> Engine {
     let engine = Engine::open(EngineConfig {
         memory_limit_bytes: 1 << 30,
-        data_dir: Some(dir.clone()),
+        data_dir: Some(dir.to_path_buf()),
         ..EngineConfig::default()
     })
     .unwrap();
