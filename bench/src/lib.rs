@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod engine;
+pub mod engine_vectors;
 pub mod fragmentation;
 pub mod leak;
 pub mod pool;

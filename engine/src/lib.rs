@@ -424,6 +424,13 @@ impl Engine {
         Ok(hits)
     }
 
+    /// Puts every vector still in the index's delta segment into its graph
+    /// now (searches see them either way; this is for a load that should
+    /// end with the graph built).
+    pub fn flush(&self, dataset: &str) -> Result<()> {
+        Ok(self.dataset(dataset)?.vectors.index().flush_delta()?)
+    }
+
     /// The stored vector `id` (normalized under the cosine metric).
     pub fn get_vector(&self, dataset: &str, id: u64) -> Result<Option<Vec<f32>>> {
         let d = self.dataset(dataset)?;

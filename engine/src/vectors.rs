@@ -63,6 +63,9 @@ impl AnyIndex {
     pub fn with_vectors(&self, ids: &[u64], f: impl FnMut(u64, &[f32])) -> usize {
         each!(self, i => i.with_vectors(ids, f))
     }
+    pub fn flush_delta(&self) -> ebb_hnsw::Result<()> {
+        each!(self, i => i.flush_delta())
+    }
     pub fn maintenance(&self) -> &dyn Maintenance {
         each!(self, i => i as &dyn Maintenance)
     }

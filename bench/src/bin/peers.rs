@@ -8,18 +8,20 @@
 //! peers pool [--json] [--sizes 1024,65536,...] [--threads 1,2] [--millis MS]
 //! peers leak-overhead [--json] [--millis MS] [--rounds N]
 //! peers engine [--json] [--records N] [--seed S] [--stores ebb,rwlock_hashmap,dashmap]
+//! peers engine-vectors [--json] [--vectors N] [--dim D] [--seed S] [--stores bare_index,ebb_ingest]
 //! peers hnsw [--json] [--n N] [--dim D] [--nq Q] [--seed S] [--data DIR] [--write-data DIR]
 //! ```
 
 use anyhow::{Result, bail};
 use ebb_bench::args::Args;
-use ebb_bench::{engine, fragmentation, leak, pool, scenario};
+use ebb_bench::{engine, engine_vectors, fragmentation, leak, pool, scenario};
 
 const USAGE: &str = "usage: peers release [--json] [--bytes N] [--seed S] [--thp]\n       \
 peers fragmentation [--json] [--total-bytes N] [--keep-percent P] [--seed S] [--allocators A,B] [--max-ebb-ratio R]\n       \
 peers pool [--json] [--sizes 1024,65536,1048576,16777216] [--threads 1,2] [--millis 150]\n       \
 peers leak-overhead [--json] [--millis 200] [--rounds 5]\n       \
 peers engine [--json] [--records 1000000] [--seed 7] [--stores ebb,rwlock_hashmap,dashmap]\n       \
+peers engine-vectors [--json] [--vectors 100000] [--dim 128] [--seed 7] [--stores bare_index,ebb_ingest]\n       \
 peers hnsw [--json] [--n 100000] [--dim 128] [--nq 200] [--seed 7] [--data DIR] [--write-data DIR]";
 
 fn main() -> Result<()> {
@@ -30,6 +32,7 @@ fn main() -> Result<()> {
         Some("pool") => pool_scenario(&args),
         Some("leak-overhead") => leak_overhead(&args),
         Some("engine") => engine_scenario(&args),
+        Some("engine-vectors") => engine_vectors(&args),
         Some("hnsw") => sibling("hnsw_bench"),
         Some(other) => bail!("unknown scenario {other:?}\n{USAGE}"),
         None => bail!("{USAGE}"),
@@ -111,6 +114,52 @@ fn engine_scenario(args: &Args) -> Result<()> {
             r.rss_over_live_after_release,
             r.get_ns_per_op_2t,
             r.put_ns_per_op_2t
+        );
+    }
+    Ok(())
+}
+
+fn engine_vectors(args: &Args) -> Result<()> {
+    let n: usize = args.value("vectors", 100_000)?;
+    let dim: usize = args.value("dim", 128)?;
+    let seed: u64 = args.value("seed", 7)?;
+    let child: String = args.value("child", String::new())?;
+    if !child.is_empty() {
+        println!(
+            "{}",
+            engine_vectors::run_child(&child, n, dim, seed)?.to_json()
+        );
+        return Ok(());
+    }
+    let list: String = args.value("stores", "bare_index,ebb_ingest".to_string())?;
+    let stores: Vec<&str> = list.split(',').collect();
+    let reports = engine_vectors::run_all(&std::env::current_exe()?, &stores, n, dim, seed)?;
+    if args.flag("json") {
+        for r in &reports {
+            println!("{}", r.to_json());
+        }
+        return Ok(());
+    }
+    eprintln!(
+        "engine-vectors: {n} clustered vectors of {dim} floats, {} B payloads, seed {seed}",
+        engine_vectors::PAYLOAD_BYTES
+    );
+    eprintln!(
+        "  {:<12} {:>10} {:>14} {:>16}",
+        "store", "load s", "vectors/s", "RSS B/vector"
+    );
+    for r in &reports {
+        eprintln!(
+            "  {:<12} {:>10.2} {:>14.0} {:>16.0}",
+            r.store, r.load_secs, r.vectors_per_sec, r.rss_bytes_per_vector
+        );
+    }
+    let find = |name: &str| reports.iter().find(|r| r.store == name);
+    if let (Some(bare), Some(ebb)) = (find("bare_index"), find("ebb_ingest")) {
+        eprintln!(
+            "  ingest time / bare: {:.3} (goal <= 1.2); RSS per vector / (bare + payload): {:.3} (goal <= 1.2)",
+            ebb.load_secs / bare.load_secs,
+            ebb.rss_bytes_per_vector / (bare.rss_bytes_per_vector + ebb.payload_bytes as f64)
         );
     }
     Ok(())
