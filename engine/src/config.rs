@@ -88,6 +88,21 @@ pub struct EngineConfig {
     /// `data_dir` (none): where snapshots go; none keeps everything in
     /// memory.
     pub data_dir: Option<PathBuf>,
+    /// The tokio runtime the engine's workers run on (not a config key:
+    /// code only). None: the engine builds and owns one (one async thread
+    /// named `ebb-worker`, blocking threads `ebb-blocking`).
+    pub runtime: Option<RuntimeHandle>,
+}
+
+/// A host's tokio runtime for the engine's workers. Compares equal to any
+/// other: a runtime is where the engine runs, not configuration data.
+#[derive(Clone, Debug)]
+pub struct RuntimeHandle(pub tokio::runtime::Handle);
+
+impl PartialEq for RuntimeHandle {
+    fn eq(&self, _: &RuntimeHandle) -> bool {
+        true
+    }
 }
 
 impl Default for EngineConfig {
@@ -105,6 +120,7 @@ impl Default for EngineConfig {
             leak_check_interval_secs: 30,
             max_value_bytes: 16 << 20,
             data_dir: None,
+            runtime: None,
         }
     }
 }

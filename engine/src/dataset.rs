@@ -95,6 +95,18 @@ pub(crate) struct Dataset {
 }
 
 impl Dataset {
+    /// Sets the compaction thresholds of the arenas and the index (the
+    /// pressure controller tightens them).
+    pub fn set_policies(&self, arena_max_live_ratio: f64, index_max_deleted_ratio: f64) {
+        for arena in [self.kv.arena(), self.vectors.payloads()] {
+            let policy = arena
+                .compaction_policy()
+                .with_max_live_ratio(arena_max_live_ratio);
+            arena.set_compaction_policy(policy);
+        }
+        self.vectors.set_max_deleted_ratio(index_max_deleted_ratio);
+    }
+
     pub fn new(
         name: &str,
         config: DatasetConfig,

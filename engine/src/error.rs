@@ -126,6 +126,25 @@ pub enum Error {
     /// refusal); nothing already accepted was dropped.
     #[error(transparent)]
     OverBudget(BudgetExceeded),
+    /// The pressure controller is at Critical: writes are refused until
+    /// memory is back under the soft limit (reads and deletes work; nothing
+    /// accepted is lost).
+    #[error(
+        "memory pressure: RSS {rss} B and {reserved} B reserved against the limit {limit} B (largest consumers {top_consumers:?}); retry later"
+    )]
+    MemoryPressure {
+        /// Process RSS at the last sample.
+        rss: u64,
+        /// `memory_limit_bytes`.
+        limit: u64,
+        /// Bytes reserved from the budget now.
+        reserved: u64,
+        /// The largest budget consumers, (name, bytes).
+        top_consumers: Vec<(String, u64)>,
+    },
+    /// `close_blocking` was called on a thread that runs a tokio runtime.
+    #[error("close_blocking called inside a tokio runtime: await close() instead")]
+    InsideRuntime,
     /// The engine is closing or closed: no new work is taken.
     #[error("the engine is closing")]
     Closing,

@@ -31,6 +31,7 @@ mod dataset;
 mod error;
 mod kv;
 mod leaks;
+pub mod lifecycle;
 pub mod limits;
 mod release;
 pub mod snapshot;
@@ -49,12 +50,17 @@ use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 pub use arrow::{INGEST_CHUNK, KvScan, SCAN_BATCH_ROWS, VectorScan, kv_schema, vector_schema};
-pub use config::{EngineConfig, KEYS, LeakLevel, MAX_VALUE_BYTES_LIMIT};
+pub use config::{EngineConfig, KEYS, LeakLevel, MAX_VALUE_BYTES_LIMIT, RuntimeHandle};
 pub use dataset::{CONSUMERS, DatasetConfig, IndexKind, MAX_NAME_BYTES, check_name};
+pub use ebb_core::maintenance::MaintenanceKind;
 pub use ebb_hnsw::Metric;
 pub use error::{Error, Result};
 pub use kv::MAX_KEY_BYTES;
 pub use leaks::TRACKER_NAME;
+pub use lifecycle::CloseReport;
+pub use lifecycle::compaction::{CompactionEvent, CompactionStats, Outcome};
+pub use lifecycle::pressure::{PressureLevel, PressureSample, PressureStats};
+pub use lifecycle::workers::{WorkerInfo, WorkerState};
 pub use snapshot::{LoadReport, SnapshotReport, SnapshotStep};
 pub use stats::{DatasetInfo, DatasetStats, ReleaseReport};
 
@@ -109,6 +115,23 @@ pub(crate) struct Inner {
     pub(crate) snapshot_lock: Mutex<()>,
     /// What `open` loaded from `data_dir` (set once, at open).
     load_report: OnceLock<LoadReport>,
+    /// Workers, the pressure controller, close.
+    pub(crate) lifecycle: lifecycle::Lifecycle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.lifecycle.close_report.get().is_none() {
+            tracing::warn!(
+                "an Engine was dropped without close(): its workers are cancelled, nothing is snapshotted"
+            );
+        }
+        self.token.cancel();
+        if let Some(rt) = self.lifecycle.take_owned_runtime() {
+            // Never a drop that waits: the workers end at their next await.
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// The engine: cheap to clone and share (`Send + Sync`); every method takes
@@ -139,6 +162,7 @@ impl Engine {
         config.validate()?;
         let budget = MemoryBudget::new(config.memory_limit_bytes)
             .with_max_consumer_names(MAX_DATASETS * CONSUMERS.len());
+        let lifecycle = lifecycle::Lifecycle::new(config.runtime.clone().map(|h| h.0))?;
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
@@ -148,6 +172,7 @@ impl Engine {
                 token: CancellationToken::new(),
                 snapshot_lock: Mutex::new(()),
                 load_report: OnceLock::new(),
+                lifecycle,
             }),
         };
         leaks::tracker().set_level(leaks::tracking_level(engine.inner.config.leak_level));
@@ -155,6 +180,7 @@ impl Engine {
             let report = snapshot::load_latest(&engine, &dir)?;
             let _ = engine.inner.load_report.set(report);
         }
+        engine.start_workers();
         Ok(engine)
     }
 
@@ -213,6 +239,7 @@ impl Engine {
     /// Creates a dataset.
     pub fn create_dataset(&self, name: &str, config: DatasetConfig) -> Result<()> {
         self.open_for_work()?;
+        self.check_pressure()?;
         check_name(name)?;
         {
             let datasets = self.inner.datasets.read();
@@ -238,6 +265,8 @@ impl Engine {
             });
         }
         datasets.insert(name.to_string(), dataset);
+        drop(datasets);
+        self.apply_policies(self.pressure_level());
         Ok(())
     }
 
@@ -331,6 +360,7 @@ impl Engine {
     pub fn put(&self, dataset: &str, key: &[u8], value: &[u8]) -> Result<()> {
         let d = self.dataset(dataset)?;
         self.check_kv(key, Some(value))?;
+        self.check_pressure()?;
         // A pooled scratch buffer for the record (`put` clears it first).
         let mut scratch = d.pool.try_get(key.len() + value.len() + 3)?;
         d.kv.put(key, value, &mut scratch)
@@ -388,6 +418,7 @@ impl Engine {
         if let Some(p) = payload {
             self.check_value(p)?;
         }
+        self.check_pressure()?;
         d.vectors.upsert(id, vector, payload)
     }
 
@@ -446,6 +477,7 @@ impl Engine {
     /// were stored). Returns the rows stored.
     pub fn ingest(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
         let d = self.dataset(dataset)?;
+        self.check_pressure()?;
         self.ingest_into(&d, batch, self.inner.config.max_value_bytes as usize)
     }
 
@@ -470,6 +502,7 @@ impl Engine {
     /// nulls), checked whole first as [`ingest`](Self::ingest) is.
     pub fn ingest_kv(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
         let d = self.dataset(dataset)?;
+        self.check_pressure()?;
         self.ingest_kv_into(&d, batch, self.inner.config.max_value_bytes as usize)
     }
 
@@ -511,13 +544,5 @@ impl Engine {
             self.dataset(dataset)?,
             self.inner.token.clone(),
         ))
-    }
-
-    /// Stops taking work: every later call returns [`Error::Closing`], and
-    /// the engine's token is cancelled (long operations stop between
-    /// chunks). The lifecycle issue adds workers and the close deadline.
-    pub fn close(&self) {
-        self.inner.closing.store(true, Ordering::Release);
-        self.inner.token.cancel();
     }
 }

@@ -63,6 +63,13 @@ impl AnyIndex {
     pub fn with_vectors(&self, ids: &[u64], f: impl FnMut(u64, &[f32])) -> usize {
         each!(self, i => i.with_vectors(ids, f))
     }
+    pub fn set_max_deleted_ratio(&self, ratio: f64) {
+        each!(self, i => {
+            let policy = i.rebuild_policy().with_max_deleted_ratio(ratio);
+            // A ratio from the validated config: always accepted.
+            let _ = i.set_rebuild_policy(policy);
+        })
+    }
     pub fn flush_delta(&self) -> ebb_hnsw::Result<()> {
         each!(self, i => i.flush_delta())
     }
@@ -115,6 +122,10 @@ impl VectorStore {
             map: Mutex::new(HashMap::new()),
             map_charge: budget.reservation(payload_consumer),
         })
+    }
+
+    pub fn set_max_deleted_ratio(&self, ratio: f64) {
+        self.index.set_max_deleted_ratio(ratio);
     }
 
     pub fn index(&self) -> &AnyIndex {

@@ -268,7 +268,7 @@ fn every_caller_mistake_is_a_typed_error_and_changes_nothing() {
     let hit = &engine.search("d", &[1.0, 0.0, 0.0], 1).unwrap()[0];
     assert_eq!((hit.id, hit.payload.as_deref()), (1, Some(&b"p"[..])));
 
-    engine.close();
+    engine.close_blocking().unwrap();
     assert!(matches!(engine.get("d", b"k"), Err(Error::Closing)));
     assert!(matches!(
         engine.create_dataset("e", DatasetConfig::new(3, Metric::L2)),

@@ -221,6 +221,16 @@ impl Engine {
         observe: &mut dyn FnMut(&SnapshotStep<'_>),
     ) -> Result<SnapshotReport> {
         self.open_for_work()?;
+        self.snapshot_unchecked(token, observe)
+    }
+
+    /// [`snapshot_with`](Self::snapshot_with) without the closing check
+    /// (the closing snapshot).
+    pub(crate) fn snapshot_unchecked(
+        &self,
+        token: &CancellationToken,
+        observe: &mut dyn FnMut(&SnapshotStep<'_>),
+    ) -> Result<SnapshotReport> {
         let data_dir = self.inner.config.data_dir.clone().ok_or(Error::NoDataDir)?;
         let _one_at_a_time = self.inner.snapshot_lock.lock();
         let token = token.child_token();
