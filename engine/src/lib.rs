@@ -110,6 +110,10 @@ pub(crate) struct Inner {
     pub(crate) budget: MemoryBudget,
     pub(crate) datasets: RwLock<HashMap<String, Arc<Dataset>>>,
     closing: AtomicBool,
+    /// Writes between their check of `closing` and their return: close
+    /// waits for none before its snapshot, so every write that returned
+    /// `Ok` is in it.
+    writes_in_flight: WriteCounter,
     pub(crate) token: CancellationToken,
     /// One snapshot at a time.
     pub(crate) snapshot_lock: Mutex<()>,
@@ -131,6 +135,21 @@ impl Drop for Inner {
             // Never a drop that waits: the workers end at their next await.
             rt.shutdown_background();
         }
+    }
+}
+
+/// The count of writes in flight, on a cache line of its own (every write
+/// touches it).
+#[derive(Default)]
+#[repr(align(128))]
+struct WriteCounter(std::sync::atomic::AtomicUsize);
+
+/// One admitted write (see [`Engine::begin_write`]).
+pub(crate) struct WriteGuard<'a>(&'a WriteCounter);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -169,6 +188,7 @@ impl Engine {
                 budget,
                 datasets: RwLock::new(HashMap::new()),
                 closing: AtomicBool::new(false),
+                writes_in_flight: WriteCounter::default(),
                 token: CancellationToken::new(),
                 snapshot_lock: Mutex::new(()),
                 load_report: OnceLock::new(),
@@ -224,6 +244,37 @@ impl Engine {
         Ok(())
     }
 
+    /// Admits one write: `Error::Closing` once close has begun, else a
+    /// guard close waits for (see `Inner::writes_in_flight`).
+    pub(crate) fn begin_write(&self) -> Result<WriteGuard<'_>> {
+        // SeqCst pairs with close's store of `closing` and its load of the
+        // counter (Dekker): either this write sees `closing`, or close
+        // sees this write in flight and waits for it.
+        self.inner.writes_in_flight.0.fetch_add(1, Ordering::SeqCst);
+        let guard = WriteGuard(&self.inner.writes_in_flight);
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(Error::Closing);
+        }
+        Ok(guard)
+    }
+
+    /// Begins close: new calls get `Error::Closing` from now on.
+    pub(crate) fn set_closing(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Writes admitted and not yet returned.
+    pub(crate) fn writes_in_flight(&self) -> usize {
+        self.inner.writes_in_flight.0.load(Ordering::SeqCst)
+    }
+
+    /// A dataset for a write: the write admitted (see
+    /// [`begin_write`](Self::begin_write)) and the dataset.
+    pub(crate) fn dataset_for_write(&self, name: &str) -> Result<(WriteGuard<'_>, Arc<Dataset>)> {
+        let guard = self.begin_write()?;
+        Ok((guard, self.dataset(name)?))
+    }
+
     pub(crate) fn dataset(&self, name: &str) -> Result<Arc<Dataset>> {
         self.open_for_work()?;
         self.inner
@@ -238,7 +289,7 @@ impl Engine {
 
     /// Creates a dataset.
     pub fn create_dataset(&self, name: &str, config: DatasetConfig) -> Result<()> {
-        self.open_for_work()?;
+        let _write = self.begin_write()?;
         self.check_pressure()?;
         check_name(name)?;
         {
@@ -274,7 +325,7 @@ impl Engine {
     /// its consumers return to zero as soon as no call is inside it (at
     /// once when none is).
     pub fn drop_dataset(&self, name: &str) -> Result<()> {
-        self.open_for_work()?;
+        let _write = self.begin_write()?;
         let removed = self.inner.datasets.write().remove(name);
         match removed {
             Some(dataset) => {
@@ -358,7 +409,7 @@ impl Engine {
 
     /// Stores `value` under `key`, replacing what was there.
     pub fn put(&self, dataset: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        let d = self.dataset(dataset)?;
+        let (_write, d) = self.dataset_for_write(dataset)?;
         self.check_kv(key, Some(value))?;
         self.check_pressure()?;
         // A pooled scratch buffer for the record (`put` clears it first).
@@ -400,7 +451,7 @@ impl Engine {
 
     /// Removes `key`; true if it was there.
     pub fn delete(&self, dataset: &str, key: &[u8]) -> Result<bool> {
-        let d = self.dataset(dataset)?;
+        let (_write, d) = self.dataset_for_write(dataset)?;
         self.check_kv(key, None)?;
         Ok(d.kv.delete(key))
     }
@@ -414,7 +465,7 @@ impl Engine {
         vector: &[f32],
         payload: Option<&[u8]>,
     ) -> Result<()> {
-        let d = self.dataset(dataset)?;
+        let (_write, d) = self.dataset_for_write(dataset)?;
         if let Some(p) = payload {
             self.check_value(p)?;
         }
@@ -424,7 +475,7 @@ impl Engine {
 
     /// Deletes the vector `id`; true if it was there.
     pub fn delete_vector(&self, dataset: &str, id: u64) -> Result<bool> {
-        let d = self.dataset(dataset)?;
+        let (_write, d) = self.dataset_for_write(dataset)?;
         Ok(d.vectors.delete(id))
     }
 
@@ -473,10 +524,10 @@ impl Engine {
     /// out). The whole batch is checked first: a wrong schema, a wrong
     /// dimension, a null id or vector, a NaN or an oversized payload is an
     /// error and nothing of the batch is stored. Looks at the engine's
-    /// token every [`INGEST_CHUNK`] rows ([`Error::Cancelled`] says how many
-    /// were stored). Returns the rows stored.
+    /// token and for close every [`INGEST_CHUNK`] rows ([`Error::Cancelled`]
+    /// says how many were stored). Returns the rows stored.
     pub fn ingest(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
-        let d = self.dataset(dataset)?;
+        let (_write, d) = self.dataset_for_write(dataset)?;
         self.check_pressure()?;
         self.ingest_into(&d, batch, self.inner.config.max_value_bytes as usize)
     }
@@ -489,7 +540,7 @@ impl Engine {
     ) -> Result<usize> {
         let rows = arrow::check_vectors(batch, d.config.dim, max)?;
         for i in 0..rows.len() {
-            if i % INGEST_CHUNK == 0 && i > 0 && self.inner.token.is_cancelled() {
+            if i % INGEST_CHUNK == 0 && i > 0 && self.ingest_stopped() {
                 return Err(Error::Cancelled { done: i });
             }
             let (id, vector, payload) = rows.row(i);
@@ -498,10 +549,16 @@ impl Engine {
         Ok(rows.len())
     }
 
+    /// True once the engine's token is cancelled or close has begun: a
+    /// long ingest stops at its next chunk so close need not wait for it.
+    fn ingest_stopped(&self) -> bool {
+        self.inner.token.is_cancelled() || self.inner.closing.load(Ordering::Acquire)
+    }
+
     /// Stores every row of a KV batch (`key: Binary`, `value: Binary`, no
     /// nulls), checked whole first as [`ingest`](Self::ingest) is.
     pub fn ingest_kv(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
-        let d = self.dataset(dataset)?;
+        let (_write, d) = self.dataset_for_write(dataset)?;
         self.check_pressure()?;
         self.ingest_kv_into(&d, batch, self.inner.config.max_value_bytes as usize)
     }
@@ -515,7 +572,7 @@ impl Engine {
         let (keys, values) = arrow::check_kv(batch, max)?;
         let mut scratch = d.pool.try_get(4096)?;
         for i in 0..keys.len() {
-            if i % INGEST_CHUNK == 0 && i > 0 && self.inner.token.is_cancelled() {
+            if i % INGEST_CHUNK == 0 && i > 0 && self.ingest_stopped() {
                 return Err(Error::Cancelled { done: i });
             }
             d.kv.put(keys.value(i), values.value(i), &mut scratch)?;

@@ -1,11 +1,11 @@
-//! `close()`: Open -> Closing (every new call gets `Error::Closing`), a
-//! snapshot if `data_dir` is set, the root token cancelled, the tracker
+//! `close()`: Open -> Closing (every new call gets `Error::Closing`), the
+//! writes already admitted waited for (so every write that returned `Ok` is
+//! in what follows), a snapshot if `data_dir` is set, the root token cancelled, the tracker
 //! closed, and a wait of at most `shutdown_deadline_secs`; past it, async
 //! workers are aborted and blocking ones detached, each named in the
 //! report. A second `close()` returns the first one's report.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,10 @@ pub struct CloseReport {
     pub snapshot_error: Option<String>,
     /// Seconds the closing snapshot took (it counts against the deadline).
     pub snapshot_secs: f64,
+    /// Writes still in flight when close gave up waiting for them (at the
+    /// deadline); 0 means every write that returned `Ok` is in the closing
+    /// snapshot.
+    pub writes_unfinished: usize,
 }
 
 impl Engine {
@@ -96,6 +100,7 @@ impl Engine {
                     snapshot: None,
                     snapshot_error: Some(format!("the close task failed: {e}")),
                     snapshot_secs: 0.0,
+                    writes_unfinished: 0,
                 })
             })
             .await
@@ -106,7 +111,19 @@ impl Engine {
         let started = Instant::now();
         let deadline = Duration::from_secs(self.inner.config.shutdown_deadline_secs);
         let lc = &self.inner.lifecycle;
-        self.inner.closing.store(true, Ordering::Release);
+        self.set_closing();
+        // Every write that will return Ok is in flight now: wait for them
+        // (an ingest stops at its next chunk), so the snapshot has them.
+        while self.writes_in_flight() > 0 && started.elapsed() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let writes_unfinished = self.writes_in_flight();
+        if writes_unfinished > 0 {
+            tracing::warn!(
+                writes_unfinished,
+                "close: writes still in flight at the deadline"
+            );
+        }
         let (mut snapshot, mut snapshot_error, mut snapshot_secs) = (None, None, 0.0);
         if self.inner.config.data_dir.is_some() {
             let engine = self.clone();
@@ -167,6 +184,7 @@ impl Engine {
             snapshot,
             snapshot_error,
             snapshot_secs,
+            writes_unfinished,
         }
     }
 
