@@ -87,7 +87,9 @@ fn rss() -> u64 {
     ebb_core::os::rss_bytes().expect("statm")
 }
 
-fn batch(ids: &[u64], vectors: &[f32], dim: usize) -> RecordBatch {
+/// One record batch of `ids`, their `vectors` and a [`PAYLOAD_BYTES`]-byte
+/// payload each (the id, then zeros), in the engine's vector schema.
+pub fn batch(ids: &[u64], vectors: &[f32], dim: usize) -> RecordBatch {
     let item = Arc::new(Field::new("item", DataType::Float32, false));
     let list = FixedSizeListArray::new(
         item,

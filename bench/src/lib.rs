@@ -9,6 +9,7 @@ pub mod engine;
 pub mod engine_vectors;
 pub mod fragmentation;
 pub mod leak;
+pub mod lifecycle;
 pub mod pool;
 pub mod scenario;
 

@@ -303,12 +303,12 @@ impl Engine {
                 return Err(Error::TooManyDatasets { max: MAX_DATASETS });
             }
         }
-        let dataset = Arc::new(Dataset::new(
+        let dataset = Arc::new(self.after_write(Dataset::new(
             name,
             config,
             &self.inner.budget,
             self.inner.config.index_max_deleted_ratio,
-        )?);
+        ))?);
         let mut datasets = self.inner.datasets.write();
         if datasets.contains_key(name) {
             return Err(Error::DatasetExists {
@@ -330,6 +330,7 @@ impl Engine {
         match removed {
             Some(dataset) => {
                 drop(dataset);
+                self.pressure_tick();
                 Ok(())
             }
             None => Err(Error::UnknownDataset {
@@ -413,8 +414,12 @@ impl Engine {
         self.check_kv(key, Some(value))?;
         self.check_pressure()?;
         // A pooled scratch buffer for the record (`put` clears it first).
-        let mut scratch = d.pool.try_get(key.len() + value.len() + 3)?;
-        d.kv.put(key, value, &mut scratch)
+        let put = d
+            .pool
+            .try_get(key.len() + value.len() + 3)
+            .map_err(Error::from)
+            .and_then(|mut scratch| d.kv.put(key, value, &mut scratch));
+        self.after_write(put)
     }
 
     /// The value under `key`, copied into a pooled buffer.
@@ -470,7 +475,7 @@ impl Engine {
             self.check_value(p)?;
         }
         self.check_pressure()?;
-        d.vectors.upsert(id, vector, payload)
+        self.after_write(d.vectors.upsert(id, vector, payload))
     }
 
     /// Deletes the vector `id`; true if it was there.
@@ -529,7 +534,7 @@ impl Engine {
     pub fn ingest(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
         let (_write, d) = self.dataset_for_write(dataset)?;
         self.check_pressure()?;
-        self.ingest_into(&d, batch, self.inner.config.max_value_bytes as usize)
+        self.after_write(self.ingest_into(&d, batch, self.inner.config.max_value_bytes as usize))
     }
 
     pub(crate) fn ingest_into(
@@ -560,7 +565,7 @@ impl Engine {
     pub fn ingest_kv(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
         let (_write, d) = self.dataset_for_write(dataset)?;
         self.check_pressure()?;
-        self.ingest_kv_into(&d, batch, self.inner.config.max_value_bytes as usize)
+        self.after_write(self.ingest_kv_into(&d, batch, self.inner.config.max_value_bytes as usize))
     }
 
     pub(crate) fn ingest_kv_into(

@@ -77,6 +77,9 @@ impl Engine {
         }
         report.allocator_trimmed = ebb_core::os::trim_global_allocator();
         report.duration_secs = started.elapsed().as_secs_f64();
+        // Memory is back now: so are writes, without waiting for the
+        // controller's interval.
+        self.pressure_tick();
         Ok(report)
     }
 

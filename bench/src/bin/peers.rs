@@ -9,12 +9,13 @@
 //! peers leak-overhead [--json] [--millis MS] [--rounds N]
 //! peers engine [--json] [--records N] [--seed S] [--stores ebb,rwlock_hashmap,dashmap]
 //! peers engine-vectors [--json] [--vectors N] [--dim D] [--seed S] [--stores bare_index,ebb_ingest]
+//! peers lifecycle [--json] [--bytes N] [--points N] [--seed S] [--scenarios close_compaction,...]
 //! peers hnsw [--json] [--n N] [--dim D] [--nq Q] [--seed S] [--data DIR] [--write-data DIR]
 //! ```
 
 use anyhow::{Result, bail};
 use ebb_bench::args::Args;
-use ebb_bench::{engine, engine_vectors, fragmentation, leak, pool, scenario};
+use ebb_bench::{engine, engine_vectors, fragmentation, leak, lifecycle, pool, scenario};
 
 const USAGE: &str = "usage: peers release [--json] [--bytes N] [--seed S] [--thp]\n       \
 peers fragmentation [--json] [--total-bytes N] [--keep-percent P] [--seed S] [--allocators A,B] [--max-ebb-ratio R]\n       \
@@ -22,6 +23,7 @@ peers pool [--json] [--sizes 1024,65536,1048576,16777216] [--threads 1,2] [--mil
 peers leak-overhead [--json] [--millis 200] [--rounds 5]\n       \
 peers engine [--json] [--records 1000000] [--seed 7] [--stores ebb,rwlock_hashmap,dashmap]\n       \
 peers engine-vectors [--json] [--vectors 100000] [--dim 128] [--seed 7] [--stores bare_index,ebb_ingest]\n       \
+peers lifecycle [--json] [--bytes 1073741824] [--points 100000] [--seed 7] [--scenarios close_compaction,close_rebuild,close_hung,burst,cgroup]\n       \
 peers hnsw [--json] [--n 100000] [--dim 128] [--nq 200] [--seed 7] [--data DIR] [--write-data DIR]";
 
 fn main() -> Result<()> {
@@ -33,6 +35,7 @@ fn main() -> Result<()> {
         Some("leak-overhead") => leak_overhead(&args),
         Some("engine") => engine_scenario(&args),
         Some("engine-vectors") => engine_vectors(&args),
+        Some("lifecycle") => lifecycle_scenario(&args),
         Some("hnsw") => sibling("hnsw_bench"),
         Some(other) => bail!("unknown scenario {other:?}\n{USAGE}"),
         None => bail!("{USAGE}"),
@@ -164,6 +167,68 @@ fn engine_vectors(args: &Args) -> Result<()> {
     }
     Ok(())
 }
+
+fn lifecycle_scenario(args: &Args) -> Result<()> {
+    let scale = lifecycle::Scale {
+        bytes: args.value("bytes", 1 << 30)?,
+        points: args.value("points", 100_000)?,
+        seed: args.value("seed", 7)?,
+    };
+    let child: String = args.value("child", String::new())?;
+    if !child.is_empty() {
+        println!("{}", lifecycle::run_child(&child, scale)?);
+        return Ok(());
+    }
+    let list: String = args.value("scenarios", lifecycle::SCENARIOS.join(","))?;
+    let scenarios: Vec<&str> = list.split(',').collect();
+    let reports = lifecycle::run_all(&std::env::current_exe()?, &scenarios, scale)?;
+    if args.flag("json") {
+        for r in &reports {
+            println!("{r}");
+        }
+    }
+    eprintln!(
+        "lifecycle: {} B of records compacted, {} points rebuilt, engine defaults",
+        scale.bytes, scale.points
+    );
+    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    for r in &reports {
+        let line = match r["scenario"].as_str().unwrap_or("") {
+            _ if r.get("skipped").is_some() => format!("skipped: {}", r["skipped"]),
+            "close_compaction" | "close_rebuild" => format!(
+                "close {:.1} ms (goal <= 100) with the step {} after {:.1} ms",
+                f(r, "close_ms"),
+                r["step_outcome"],
+                f(r, "step_ran_ms")
+            ),
+            "close_hung" => format!(
+                "close {:.1} ms with a 1 s deadline: {:+.1} ms over it (goal <= +50)",
+                f(r, "close_ms"),
+                f(r, "over_deadline_ms")
+            ),
+            "burst" => format!(
+                "Elevated {:.1} ms after the crossing (goal <= {} + 50); first bytes back {:.1} ms after Elevated (goal <= 500), {:.1} ms after the crossing",
+                f(r, "to_elevated_ms"),
+                r["interval_ms"],
+                f(r, "elevated_to_released_ms"),
+                f(r, "to_released_ms")
+            ),
+            "cgroup" => format!(
+                "peak {:.1} % of the {} MiB limit (goal <= 95 %), OOM-killed {}; {} accepted, {} MemoryPressure refusals",
+                f(r, "peak_over_limit") * 100.0,
+                CGROUP_MIB,
+                r["oom_killed"],
+                r["accepted"],
+                r["memory_pressure_refusals"]
+            ),
+            _ => r.to_string(),
+        };
+        eprintln!("  {:<17} {line}", r["scenario"].as_str().unwrap_or("?"));
+    }
+    Ok(())
+}
+
+const CGROUP_MIB: u64 = lifecycle::CGROUP_LIMIT >> 20;
 
 fn fragmentation(args: &Args) -> Result<()> {
     let total: usize = args.value("total-bytes", 2 << 30)?;

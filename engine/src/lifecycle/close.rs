@@ -76,7 +76,14 @@ impl Engine {
         let handle = self.inner.lifecycle.handle().clone();
         let report = handle.block_on(self.close_once());
         if let Some(rt) = self.inner.lifecycle.take_owned_runtime() {
-            rt.shutdown_timeout(Duration::from_millis(50));
+            if report.deadline_missed {
+                // What is left was detached or aborted: waiting for it
+                // would only add to the deadline.
+                rt.shutdown_background();
+            } else {
+                // Every task ended: this returns at once.
+                rt.shutdown_timeout(Duration::from_millis(50));
+            }
         }
         Ok(report)
     }

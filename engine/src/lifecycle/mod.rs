@@ -52,6 +52,9 @@ pub(crate) struct Lifecycle {
     pub tracker: TaskTracker,
     pub workers: Mutex<Vec<Arc<Worker>>>,
     pub wake_compaction: Arc<Notify>,
+    /// Wakes the pressure controller before its interval (a write the
+    /// budget refused: the strongest sign of pressure there is).
+    pub wake_pressure: Arc<Notify>,
     pub compaction: CompactionLog,
     pub pressure: PressureState,
     pub leak_stats: Mutex<MonitorStats>,
@@ -84,6 +87,7 @@ impl Lifecycle {
             tracker: TaskTracker::new(),
             workers: Mutex::new(Vec::new()),
             wake_compaction: Arc::new(Notify::new()),
+            wake_pressure: Arc::new(Notify::new()),
             compaction: CompactionLog::default(),
             pressure: PressureState::default(),
             leak_stats: Mutex::new(MonitorStats::default()),
@@ -174,14 +178,20 @@ impl Engine {
         let worker = Worker::new(
             "pressure",
             "engine",
-            "samples RSS, budget, cgroup and PSI; sets the pressure level; refuses writes at critical",
+            "samples RSS, budget, cgroup and PSI (and at once when the budget refuses a write); sets the pressure level; refuses writes at critical",
             Some(interval),
             "the engine's token (close)",
             false,
         );
         lc.spawn(
             Arc::clone(&worker),
-            pressure_worker(weak.clone(), worker, token.clone(), interval),
+            pressure_worker(
+                weak.clone(),
+                worker,
+                Arc::clone(&lc.wake_pressure),
+                token.clone(),
+                interval,
+            ),
         );
 
         let interval = Duration::from_secs(c.leak_check_interval_secs);
@@ -247,6 +257,16 @@ impl Engine {
     /// Wakes the compaction worker now (as the pressure controller does).
     pub fn wake_compaction(&self) {
         self.inner.lifecycle.wake_compaction.notify_one();
+    }
+
+    /// Passes a write's result on; a refusal by the budget wakes the
+    /// pressure controller at once, so the next writes get
+    /// `MemoryPressure` without waiting for its interval.
+    pub(crate) fn after_write<T>(&self, result: Result<T>) -> Result<T> {
+        if matches!(result, Err(Error::OverBudget(_))) {
+            self.inner.lifecycle.wake_pressure.notify_one();
+        }
+        result
     }
 
     /// Refuses a write at Critical, with the numbers.
@@ -316,9 +336,12 @@ impl Engine {
         }
     }
 
-    /// One controller tick: sample, decide, act on a change.
+    /// One controller tick: sample, decide, act on a change. The worker
+    /// calls it every interval; `release_memory` and `drop_dataset` call it
+    /// when done, so writes come back as soon as memory has.
     pub(crate) fn pressure_tick(&self) -> PressureLevel {
         let p = &self.inner.lifecycle.pressure;
+        let _one = p.tick.lock();
         let sample = self.pressure_sample();
         let before = p.level();
         let mut latch = p.budget_exit.load(std::sync::atomic::Ordering::Relaxed);
@@ -424,6 +447,7 @@ async fn compaction_worker(
 async fn pressure_worker(
     engine: Weak<Inner>,
     worker: Arc<Worker>,
+    wake: Arc<Notify>,
     token: tokio_util::sync::CancellationToken,
     interval: Duration,
 ) {
@@ -432,6 +456,7 @@ async fn pressure_worker(
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
+            _ = wake.notified() => {}
         }
         let Some(inner) = engine.upgrade() else {
             return;

@@ -164,6 +164,9 @@ pub(crate) struct PressureState {
     pub samples: AtomicU64,
     pub last: Mutex<PressureSample>,
     pub last_log: Mutex<Option<Instant>>,
+    /// One tick at a time (the worker's, or a caller's after it freed
+    /// memory), so sample, decision and latch stay one step.
+    pub tick: Mutex<()>,
 }
 
 impl PressureState {
