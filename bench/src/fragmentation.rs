@@ -307,13 +307,13 @@ pub fn run_child(
     let p = plan(total_bytes, keep_percent, seed);
     let mut r = match allocator {
         "glibc" => run_global(&System, &p, || {
-            // SAFETY: malloc_trim has no preconditions.
-            unsafe { libc::malloc_trim(0) };
+            crate::purge::glibc();
         })?,
-        "jemalloc" => run_global(&tikv_jemallocator::Jemalloc, &p, jemalloc_purge)?,
+        "jemalloc" => run_global(&tikv_jemallocator::Jemalloc, &p, || {
+            crate::purge::jemalloc();
+        })?,
         "mimalloc" => run_global(&mimalloc::MiMalloc, &p, || {
-            // SAFETY: mi_collect has no preconditions.
-            unsafe { libmimalloc_sys::mi_collect(true) };
+            crate::purge::mimalloc();
         })?,
         "ebb" => run_ebb(&p)?,
         other => bail!("unknown allocator {other:?} (one of {ALLOCATORS:?})"),
@@ -329,21 +329,6 @@ pub fn run_child(
         .sum();
     r.memcpy_gbps = memcpy_gbps();
     Ok(r)
-}
-
-fn jemalloc_purge() {
-    // "arena.<MALLCTL_ARENAS_ALL>.purge": every arena, dirty and muzzy.
-    let name = b"arena.4096.purge\0";
-    // SAFETY: a NUL-terminated name of a void control; no old or new value.
-    unsafe {
-        tikv_jemalloc_sys::mallctl(
-            name.as_ptr().cast(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
 }
 
 /// Runs every allocator in `allocators`, each in a child process of

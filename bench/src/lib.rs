@@ -5,12 +5,14 @@
 //! allocators in one run) see the same records in the same order.
 
 pub mod args;
+pub mod churn;
 pub mod engine;
 pub mod engine_vectors;
 pub mod fragmentation;
 pub mod leak;
 pub mod lifecycle;
 pub mod pool;
+pub mod purge;
 pub mod scenario;
 
 /// The seeded generator every bench and test shares.

@@ -74,9 +74,9 @@ fn record(i: u32) -> Vec<u8> {
     v
 }
 
-/// Waits until the compaction worker's step for `dataset` runs.
-fn wait_for_step(engine: &Engine, dataset: &str, within: Duration) -> Result<()> {
-    let name = format!("compaction/{dataset}");
+/// Waits until the `worker`'s step for `dataset` runs.
+fn wait_for_step(engine: &Engine, worker: &str, dataset: &str, within: Duration) -> Result<()> {
+    let name = format!("{worker}/{dataset}");
     let deadline = Instant::now() + within;
     let running = || {
         engine
@@ -102,6 +102,7 @@ fn wait_for_step(engine: &Engine, dataset: &str, within: Duration) -> Result<()>
 fn woken_only() -> EngineConfig {
     EngineConfig {
         compaction_interval_secs: 3600,
+        compact_when_due: false,
         ..EngineConfig::default()
     }
 }
@@ -136,7 +137,7 @@ fn close_compaction(scale: Scale) -> Result<Value> {
         engine.delete("kv", &i.to_le_bytes())?;
     }
     engine.wake_compaction();
-    wait_for_step(&engine, "kv", Duration::from_secs(10))?;
+    wait_for_step(&engine, "compaction", "kv", Duration::from_secs(10))?;
     // Into the moving, past the step's start.
     std::thread::sleep(Duration::from_millis(10));
     let mut v = close_figures(&engine, MaintenanceKind::Arena)?;
@@ -163,7 +164,7 @@ fn close_rebuild(scale: Scale) -> Result<Value> {
         engine.delete_vector("v", *id)?;
     }
     engine.wake_compaction();
-    wait_for_step(&engine, "v", Duration::from_secs(10))?;
+    wait_for_step(&engine, "rebuild", "v", Duration::from_secs(10))?;
     // Well into the rebuild (it takes seconds at 100k points).
     std::thread::sleep(Duration::from_millis(200));
     let mut v = close_figures(&engine, MaintenanceKind::Index)?;

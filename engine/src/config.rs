@@ -17,6 +17,7 @@ pub const KEYS: &[&str] = &[
     "soft_limit_ratio",
     "shutdown_deadline_secs",
     "compaction_interval_secs",
+    "compact_when_due",
     "arena_max_live_ratio",
     "index_max_deleted_ratio",
     "pressure_interval_ms",
@@ -67,6 +68,12 @@ pub struct EngineConfig {
     /// `compaction_interval_secs` (5): how often the compaction worker
     /// checks every arena, index and pool.
     pub compaction_interval_secs: u64,
+    /// `compact_when_due` (true): the pressure controller also wakes the
+    /// compaction and rebuild workers whenever it finds maintenance due
+    /// (every `pressure_interval_ms`), so garbage never waits for the
+    /// interval under heavy churn. False: only the interval and pressure
+    /// wake them (for measurements that must not be raced).
+    pub compact_when_due: bool,
     /// `arena_max_live_ratio` (0.5): a sealed slab whose live share is
     /// under this is compacted.
     pub arena_max_live_ratio: f64,
@@ -112,6 +119,7 @@ impl Default for EngineConfig {
             soft_limit_ratio: 0.85,
             shutdown_deadline_secs: 30,
             compaction_interval_secs: 5,
+            compact_when_due: true,
             arena_max_live_ratio: 0.5,
             index_max_deleted_ratio: 0.2,
             pressure_interval_ms: 500,
@@ -179,6 +187,13 @@ impl EngineConfig {
             "compaction_interval_secs" => {
                 self.compaction_interval_secs = parse_u64(key, value, 1, DAY)?
             }
+            "compact_when_due" => {
+                self.compact_when_due = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad(key, value, "true or false")),
+                }
+            }
             "arena_max_live_ratio" => self.arena_max_live_ratio = parse_ratio(key, value, false)?,
             "index_max_deleted_ratio" => {
                 self.index_max_deleted_ratio = parse_ratio(key, value, true)?
@@ -233,6 +248,7 @@ impl EngineConfig {
             let text = match value {
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
                 toml::Value::String(s) => s.clone(),
                 other => {
                     return Err(bad(
@@ -371,6 +387,9 @@ mod tests {
         assert_eq!(c.soft_limit_ratio, 0.7, "file");
         assert_eq!(c.compaction_interval_secs, 11, "env over file");
         assert_eq!(c.leak_level, LeakLevel::Disabled, "flag over file");
+        let mut t = EngineConfig::default();
+        t.apply_toml("compact_when_due = false", "t.toml").unwrap();
+        assert!(!t.compact_when_due, "a TOML boolean");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -384,6 +403,7 @@ mod tests {
             ("arena_max_live_ratio", "1", "(0, 1)"),
             ("shutdown_deadline_secs", "0", "1..=3600"),
             ("leak_level", "loud", "disabled, sampled, paranoid"),
+            ("compact_when_due", "yes", "true or false"),
             ("max_value_bytes", "-3", "integer"),
         ] {
             let err = c.set(key, value).unwrap_err();

@@ -2,10 +2,10 @@
 //! thread (the lifecycle's worker does the same on its schedule).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ebb_arena::CompactionPolicy;
-use ebb_core::maintenance::{Maintenance, MaintenanceKind};
+use ebb_core::maintenance::{Maintenance, MaintenanceError, MaintenanceKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::dataset::Dataset;
@@ -39,7 +39,13 @@ impl Engine {
                     break 'datasets;
                 }
                 arena.reclaim_threads(true);
-                match arena.compact(&sweep, &token) {
+                // The compaction worker may be compacting this arena: the
+                // caller asked for everything now, so wait for it and run.
+                match retry_while_running(
+                    &stop,
+                    || arena.compact(&sweep, &token),
+                    |e| matches!(e, ebb_arena::CompactionError::AlreadyRunning),
+                ) {
                     Ok(run) => {
                         report.arena_bytes += run.bytes_released;
                         report.cancelled |= run.cancelled;
@@ -53,7 +59,11 @@ impl Engine {
                     report.cancelled = true;
                     break 'datasets;
                 }
-                match part.run_maintenance(&token) {
+                match retry_while_running(
+                    &stop,
+                    || part.run_maintenance(&token),
+                    |e| matches!(e, MaintenanceError::AlreadyRunning { .. }),
+                ) {
                     Ok(mut run) => {
                         let mut released = run.bytes_released;
                         if let Some(deferred) = run.deferred.take() {
@@ -87,5 +97,24 @@ impl Engine {
     /// engine's own token.
     pub fn release_memory(&self) -> Result<ReleaseReport> {
         self.release_memory_with(&CancellationToken::new())
+    }
+}
+
+/// Runs `f` again while `running(err)` says another run of the same
+/// consumer was going on (the worker's), for at most 10 s or until `stop`;
+/// the last result otherwise.
+fn retry_while_running<T, E>(
+    stop: &dyn Fn() -> bool,
+    mut f: impl FnMut() -> std::result::Result<T, E>,
+    running: impl Fn(&E) -> bool,
+) -> std::result::Result<T, E> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match f() {
+            Err(e) if running(&e) && !stop() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => return other,
+        }
     }
 }

@@ -20,6 +20,7 @@ fn config(dir: &std::path::Path) -> EngineConfig {
         memory_limit_bytes: 4 << 30,
         // The worker runs only when woken here.
         compaction_interval_secs: 3600,
+        compact_when_due: false,
         data_dir: Some(dir.to_path_buf()),
         ..EngineConfig::default()
     }
@@ -37,9 +38,9 @@ fn vector(id: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Waits until the compaction step of `dataset` is running.
-fn wait_for_step(engine: &Engine, dataset: &str) {
-    let name = format!("compaction/{dataset}");
+/// Waits until the `worker`'s step for `dataset` is running.
+fn wait_for_step(engine: &Engine, worker: &str, dataset: &str) {
+    let name = format!("{worker}/{dataset}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !engine
         .workers()
@@ -128,7 +129,7 @@ fn close_during_a_256_mib_compaction_returns_and_loses_nothing() {
     let writer = Writer::start(&engine, "kv", false);
     engine.wake_compaction();
     // At once: the closing snapshot then runs beside the compaction.
-    wait_for_step(&engine, "kv");
+    wait_for_step(&engine, "compaction", "kv");
     let started = Instant::now();
     let report = engine.close_blocking().unwrap();
     let took = started.elapsed();
@@ -197,7 +198,7 @@ fn close_during_a_20k_point_rebuild_returns_and_loses_nothing() {
     }
     let writer = Writer::start(&engine, "v", true);
     engine.wake_compaction();
-    wait_for_step(&engine, "v");
+    wait_for_step(&engine, "rebuild", "v");
     std::thread::sleep(Duration::from_millis(50));
     let started = Instant::now();
     let report = engine.close_blocking().unwrap();

@@ -21,7 +21,7 @@ fn every_background_task_is_listed() {
     let engine = Engine::open(config()).unwrap();
     let workers = engine.workers();
     let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
-    assert_eq!(names, ["compaction", "pressure", "leak-monitor"]);
+    assert_eq!(names, ["compaction", "rebuild", "pressure", "leak-monitor"]);
     for w in &workers {
         assert_eq!(w.owner, "engine");
         assert!(!w.purpose.is_empty() && !w.stop_condition.is_empty());

@@ -120,6 +120,7 @@ fn elevated_trims_pools_and_wakes_compaction_at_once() {
         pressure_interval_ms: 20,
         // Never on its own schedule in this test: only when woken.
         compaction_interval_secs: 3600,
+        compact_when_due: false,
         ..EngineConfig::default()
     })
     .unwrap();

@@ -10,6 +10,9 @@ fn release_memory_report_agrees_with_rss() {
     }
     let engine = Engine::open(EngineConfig {
         memory_limit_bytes: 2 << 30,
+        // Only this test's release_memory compacts.
+        compaction_interval_secs: 3600,
+        compact_when_due: false,
         ..EngineConfig::default()
     })
     .unwrap();

@@ -10,6 +10,7 @@
 //! peers engine [--json] [--records N] [--seed S] [--stores ebb,rwlock_hashmap,dashmap]
 //! peers engine-vectors [--json] [--vectors N] [--dim D] [--seed S] [--stores bare_index,ebb_ingest]
 //! peers lifecycle [--json] [--bytes N] [--points N] [--seed S] [--scenarios close_compaction,...]
+//! peers churn [--json] [--secs N] [--live-bytes N] [--allocators glibc,jemalloc,mimalloc]
 //! peers hnsw [--json] [--n N] [--dim D] [--nq Q] [--seed S] [--data DIR] [--write-data DIR]
 //! ```
 
@@ -24,6 +25,7 @@ peers leak-overhead [--json] [--millis 200] [--rounds 5]\n       \
 peers engine [--json] [--records 1000000] [--seed 7] [--stores ebb,rwlock_hashmap,dashmap]\n       \
 peers engine-vectors [--json] [--vectors 100000] [--dim 128] [--seed 7] [--stores bare_index,ebb_ingest]\n       \
 peers lifecycle [--json] [--bytes 1073741824] [--points 100000] [--seed 7] [--scenarios close_compaction,close_rebuild,close_hung,burst,cgroup]\n       \
+peers churn [--json] [--secs 300] [--live-bytes 536870912] [--allocators glibc,jemalloc,mimalloc]\n       \
 peers hnsw [--json] [--n 100000] [--dim 128] [--nq 200] [--seed 7] [--data DIR] [--write-data DIR]";
 
 fn main() -> Result<()> {
@@ -36,6 +38,7 @@ fn main() -> Result<()> {
         Some("engine") => engine_scenario(&args),
         Some("engine-vectors") => engine_vectors(&args),
         Some("lifecycle") => lifecycle_scenario(&args),
+        Some("churn") => churn(&args),
         Some("hnsw") => sibling("hnsw_bench"),
         Some(other) => bail!("unknown scenario {other:?}\n{USAGE}"),
         None => bail!("{USAGE}"),
@@ -226,6 +229,61 @@ fn lifecycle_scenario(args: &Args) -> Result<()> {
         eprintln!("  {:<17} {line}", r["scenario"].as_str().unwrap_or("?"));
     }
     Ok(())
+}
+
+fn churn(args: &Args) -> Result<()> {
+    let secs: u64 = args.value("secs", 300)?;
+    let live: u64 = args.value("live-bytes", 512 << 20)?;
+    let list: String = args.value("allocators", churn_allocators())?;
+    let mut reports = Vec::new();
+    for a in list.split(',') {
+        let exe = std::env::current_exe()?.with_file_name(format!("churn_{a}"));
+        anyhow::ensure!(
+            exe.exists(),
+            "churn_{a} is not built: run `cargo build --release -p ebb-bench --bins` first"
+        );
+        let out = std::process::Command::new(exe)
+            .args([
+                "--secs",
+                &secs.to_string(),
+                "--live-bytes",
+                &live.to_string(),
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "churn_{a} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        if args.flag("json") {
+            println!("{v}");
+        }
+        reports.push(v);
+    }
+    eprintln!("churn: {secs} s per allocator, {live} B live target, engine defaults, 2 threads");
+    eprintln!(
+        "  {:<9} {:>12} {:>10} {:>11} {:>10} {:>10} {:>14}",
+        "allocator", "records/s", "gets/s", "searches/s", "RSS/live", "max/live", "released/live"
+    );
+    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    for r in &reports {
+        eprintln!(
+            "  {:<9} {:>12.0} {:>10.0} {:>11.0} {:>10.3} {:>10.3} {:>14.3}",
+            r["allocator"].as_str().unwrap_or("?"),
+            f(r, "records_per_sec"),
+            f(r, "gets_per_sec"),
+            f(r, "searches_per_sec"),
+            f(r, "rss_mean_over_live"),
+            f(r, "rss_max_over_live"),
+            f(r, "rss_after_release_over_live")
+        );
+    }
+    Ok(())
+}
+
+fn churn_allocators() -> String {
+    ebb_bench::churn::ALLOCATORS.join(",")
 }
 
 const CGROUP_MIB: u64 = lifecycle::CGROUP_LIMIT >> 20;

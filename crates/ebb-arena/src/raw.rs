@@ -160,6 +160,13 @@ macro_rules! arena_maintenance {
         pub fn reclaim_threads(&self, all: bool) -> $crate::ThreadsReclaimed {
             self.raw.reclaim_threads(all)
         }
+
+        /// Releases every warm slab (empty slabs kept resident for reuse,
+        /// up to `max_warm_slabs`) to the OS; returns the bytes released.
+        /// For a pressure controller: reuse then costs a page fault again.
+        pub fn release_warm_slabs(&self) -> u64 {
+            self.raw.release_warm_slabs()
+        }
     };
 }
 
@@ -810,6 +817,11 @@ impl RawArena {
 
     pub fn kernel_resident_bytes(&self) -> Result<u64> {
         Ok(self.slab().kernel_resident_bytes()?)
+    }
+
+    /// See the arenas' `release_warm_slabs`.
+    pub fn release_warm_slabs(&self) -> u64 {
+        self.slab().release_warm_slabs()
     }
 
     /// Takes over the state of threads outside the arena (see

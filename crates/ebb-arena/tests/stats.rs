@@ -110,3 +110,22 @@ fn the_handle_table_is_counted_and_charged_with_the_slabs() {
         "the table's charge goes with the arena"
     );
 }
+
+#[test]
+fn warm_slabs_are_kept_for_reuse_and_released_on_demand() {
+    let arena = BlobArena::new(config().with_max_warm_slabs(4)).unwrap();
+    // Several slabs of records, then every record removed: the emptied
+    // slabs stay warm (up to 4), resident for the next inserts.
+    let record = vec![3u8; 20 << 10];
+    let handles: Vec<_> = (0..64).map(|_| arena.insert(&record).unwrap()).collect();
+    for h in handles {
+        assert!(arena.remove(h));
+    }
+    arena.reclaim_threads(true);
+    let warm = arena.stats().slabs_warm;
+    assert!(warm > 0, "{:?}", arena.stats());
+    let released = arena.release_warm_slabs();
+    assert!(released > 0);
+    assert_eq!(arena.stats().slabs_warm, 0, "{:?}", arena.stats());
+    assert_eq!(arena.release_warm_slabs(), 0, "nothing left to release");
+}

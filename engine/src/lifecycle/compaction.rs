@@ -129,18 +129,47 @@ impl CompactionLog {
     }
 }
 
-/// One dataset's due maintenance, run here (a blocking thread); returns
-/// its events. Takes over the arenas' idle threads' slabs first.
-pub(crate) fn maintain_dataset(d: &Dataset, token: &CancellationToken, log: &CompactionLog) {
-    for arena in [d.kv.arena(), d.vectors.payloads()] {
-        arena.reclaim_threads(false);
+/// Which maintenance a worker runs: arena compaction and pool trims are
+/// short and frequent; an index rebuild can take seconds, so it has a
+/// worker of its own and never holds up the arenas' compaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Arena compaction and pool trims (the `compaction` worker).
+    Memory,
+    /// Index rebuilds (the `rebuild` worker).
+    Index,
+}
+
+impl Lane {
+    /// The worker's name, which prefixes its steps' (`compaction/<ds>`).
+    pub fn worker_name(self) -> &'static str {
+        match self {
+            Lane::Memory => "compaction",
+            Lane::Index => "rebuild",
+        }
     }
-    let parts: [&dyn Maintenance; 4] = [
-        d.kv.arena(),
-        d.vectors.payloads(),
-        d.vectors.index().maintenance(),
-        &d.pool,
-    ];
+}
+
+/// One dataset's due maintenance in `lane`, run here (a blocking thread);
+/// records its events. The memory lane takes over the arenas' idle
+/// threads' slabs first.
+pub(crate) fn maintain_dataset(
+    d: &Dataset,
+    lane: Lane,
+    token: &CancellationToken,
+    log: &CompactionLog,
+) {
+    let memory: [&dyn Maintenance; 3] = [d.kv.arena(), d.vectors.payloads(), &d.pool];
+    let index: [&dyn Maintenance; 1] = [d.vectors.index().maintenance()];
+    let parts: &[&dyn Maintenance] = match lane {
+        Lane::Memory => {
+            for arena in [d.kv.arena(), d.vectors.payloads()] {
+                arena.reclaim_threads(false);
+            }
+            &memory
+        }
+        Lane::Index => &index,
+    };
     for part in parts {
         if token.is_cancelled() {
             return;

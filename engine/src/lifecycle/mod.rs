@@ -1,7 +1,7 @@
 //! The engine's lifecycle: its workers on a tokio runtime it owns (or the
 //! host's), each spawned through one `TaskTracker` with a name and listed
-//! by [`Engine::workers`]; the compaction worker, the pressure controller
-//! and the leak monitor; and `close()`, which keeps its deadline whatever a
+//! by [`Engine::workers`]; the compaction and rebuild workers, the pressure
+//! controller and the leak monitor; and `close()`, which keeps its deadline whatever a
 //! worker does.
 //!
 //! Invariants:
@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
 use crate::{Engine, Inner};
-use compaction::{CompactionLog, maintain_dataset};
+use compaction::{CompactionLog, Lane, maintain_dataset};
 use pressure::{PressureLevel, PressureSample, PressureState, decide};
 use workers::{StopOnDrop, Worker, WorkerInfo, WorkerState};
 
@@ -52,6 +52,7 @@ pub(crate) struct Lifecycle {
     pub tracker: TaskTracker,
     pub workers: Mutex<Vec<Arc<Worker>>>,
     pub wake_compaction: Arc<Notify>,
+    pub wake_rebuild: Arc<Notify>,
     /// Wakes the pressure controller before its interval (a write the
     /// budget refused: the strongest sign of pressure there is).
     pub wake_pressure: Arc<Notify>,
@@ -87,6 +88,7 @@ impl Lifecycle {
             tracker: TaskTracker::new(),
             workers: Mutex::new(Vec::new()),
             wake_compaction: Arc::new(Notify::new()),
+            wake_rebuild: Arc::new(Notify::new()),
             wake_pressure: Arc::new(Notify::new()),
             compaction: CompactionLog::default(),
             pressure: PressureState::default(),
@@ -155,24 +157,38 @@ impl Engine {
         let weak = Arc::downgrade(&self.inner);
         let token = self.inner.token.clone();
         let interval = Duration::from_secs(c.compaction_interval_secs);
-        let worker = Worker::new(
-            "compaction",
-            "engine",
-            "runs each dataset's due maintenance (arena compaction, index rebuild, pool trim), one dataset at a time",
-            Some(interval),
-            "the engine's token (close)",
-            false,
-        );
-        lc.spawn(
-            Arc::clone(&worker),
-            compaction_worker(
-                weak.clone(),
-                worker,
-                Arc::clone(&lc.wake_compaction),
-                token.clone(),
-                interval,
+        for (lane, purpose, wake) in [
+            (
+                Lane::Memory,
+                "compacts each dataset's arenas and trims its pools when due, one dataset at a time",
+                &lc.wake_compaction,
             ),
-        );
+            (
+                Lane::Index,
+                "rebuilds each dataset's index when due (its own worker: a rebuild takes seconds and never holds up arena compaction)",
+                &lc.wake_rebuild,
+            ),
+        ] {
+            let worker = Worker::new(
+                lane.worker_name(),
+                "engine",
+                purpose,
+                Some(interval),
+                "the engine's token (close)",
+                false,
+            );
+            lc.spawn(
+                Arc::clone(&worker),
+                compaction_worker(
+                    weak.clone(),
+                    lane,
+                    worker,
+                    Arc::clone(wake),
+                    token.clone(),
+                    interval,
+                ),
+            );
+        }
 
         let interval = Duration::from_millis(c.pressure_interval_ms);
         let worker = Worker::new(
@@ -254,9 +270,11 @@ impl Engine {
         *self.inner.lifecycle.leak_stats.lock()
     }
 
-    /// Wakes the compaction worker now (as the pressure controller does).
+    /// Wakes the compaction and rebuild workers now (as the pressure
+    /// controller does); each runs what is due.
     pub fn wake_compaction(&self) {
         self.inner.lifecycle.wake_compaction.notify_one();
+        self.inner.lifecycle.wake_rebuild.notify_one();
     }
 
     /// Passes a write's result on; a refusal by the budget wakes the
@@ -372,17 +390,36 @@ impl Engine {
                 self.relieve();
             }
         }
-        if after == PressureLevel::Critical {
+        // Garbage never waits for the compaction interval: work due
+        // anywhere wakes the worker within one sample (a churn heavier
+        // than the interval can absorb is the common case, not the edge).
+        if after == PressureLevel::Critical
+            || (self.inner.config.compact_when_due && self.maintenance_due_anywhere())
+        {
             self.wake_compaction();
         }
         after
     }
 
+    /// True if some dataset's arena, index or pool has maintenance due.
+    fn maintenance_due_anywhere(&self) -> bool {
+        use ebb_core::maintenance::Maintenance;
+        self.inner.datasets.read().values().any(|d| {
+            d.kv.arena().maintenance_due().is_some()
+                || d.vectors.payloads().maintenance_due().is_some()
+                || d.vectors.index().maintenance().maintenance_due().is_some()
+                || d.pool.maintenance_due().is_some()
+        })
+    }
+
     /// What the controller does when pressure rises: pools trimmed on
-    /// every thread, the allocator purged, the compaction worker woken.
+    /// every thread, warm slabs released, the allocator purged, the
+    /// compaction worker woken.
     fn relieve(&self) {
         for d in self.inner.datasets.read().values() {
             d.pool.trim();
+            d.kv.arena().release_warm_slabs();
+            d.vectors.payloads().release_warm_slabs();
         }
         ebb_core::os::trim_global_allocator();
         self.wake_compaction();
@@ -391,6 +428,7 @@ impl Engine {
 
 async fn compaction_worker(
     engine: Weak<Inner>,
+    lane: Lane,
     worker: Arc<Worker>,
     wake: Arc<Notify>,
     token: tokio_util::sync::CancellationToken,
@@ -420,7 +458,7 @@ async fn compaction_worker(
                 return;
             };
             let step = Worker::new(
-                format!("compaction/{}", d.name),
+                format!("{}/{}", lane.worker_name(), d.name),
                 d.name.clone(),
                 "one dataset's due maintenance (blocking)",
                 None,
@@ -431,7 +469,7 @@ async fn compaction_worker(
             let weak = Arc::downgrade(&inner);
             let join = inner.lifecycle.spawn_blocking(step, move || {
                 if let Some(inner) = weak.upgrade() {
-                    maintain_dataset(&d, &child, &inner.lifecycle.compaction);
+                    maintain_dataset(&d, lane, &child, &inner.lifecycle.compaction);
                 }
                 drop(d);
             });

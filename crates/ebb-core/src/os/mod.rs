@@ -29,7 +29,7 @@ pub mod fault;
 mod mapping;
 mod proc;
 
-pub use allocator::trim_global_allocator;
+pub use allocator::{set_global_allocator_purge, trim_global_allocator};
 pub use barrier::{process_barrier, process_barrier_available};
 pub use mapping::{Advice, Mapping, page_size, resident_bytes};
 pub use proc::{
