@@ -102,7 +102,7 @@ fn churn_thread(
         }
         c.gets.fetch_add(BATCH as u64 * 4, Ordering::Relaxed);
         round += 1;
-        if round % 4 == 0 {
+        if round.is_multiple_of(4) {
             for _ in 0..16 {
                 let id = next;
                 next += 1;
