@@ -114,3 +114,15 @@ loom:
 fuzz SECS="60":
     cargo install cargo-fuzz --locked
     cd crates/ebb-arena && cargo +nightly fuzz run ops fuzz/corpus/ops -- -max_total_time={{SECS}}
+
+# The engine's lifecycle figures: close during a 1 GiB compaction and a
+# 100k-point rebuild, hung workers, burst to Elevated, a 768 MiB cgroup.
+lifecycle *ARGS:
+    cargo build --release -p ebb-bench --bins
+    ./target/release/peers lifecycle --json {{ARGS}}
+
+# The engine under 5 minutes of ingest-and-churn once per global allocator
+# (glibc, jemalloc, mimalloc): 15 minutes.
+churn *ARGS:
+    cargo build --release -p ebb-bench --bins
+    ./target/release/peers churn --json {{ARGS}}

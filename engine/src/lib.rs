@@ -24,6 +24,7 @@
 //!    engine's budget (kinds in [`CONSUMERS`]); dropping the dataset (once
 //!    no call is inside it) returns each to zero.
 
+mod admission;
 mod arrow;
 mod checks;
 mod config;
@@ -40,7 +41,6 @@ mod vectors;
 
 use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::{Array, RecordBatch};
@@ -64,6 +64,7 @@ pub use lifecycle::workers::{WorkerInfo, WorkerState};
 pub use snapshot::{LoadReport, SnapshotReport, SnapshotStep};
 pub use stats::{DatasetInfo, DatasetStats, ReleaseReport};
 
+use admission::{Admission, WriteGuard};
 use dataset::Dataset;
 
 /// The largest `k` a search accepts.
@@ -109,11 +110,8 @@ pub(crate) struct Inner {
     pub(crate) config: EngineConfig,
     pub(crate) budget: MemoryBudget,
     pub(crate) datasets: RwLock<HashMap<String, Arc<Dataset>>>,
-    closing: AtomicBool,
-    /// Writes between their check of `closing` and their return: close
-    /// waits for none before its snapshot, so every write that returned
-    /// `Ok` is in it.
-    writes_in_flight: WriteCounter,
+    /// Open or closing, and the writes in flight close waits for.
+    pub(crate) admission: Admission,
     pub(crate) token: CancellationToken,
     /// One snapshot at a time.
     pub(crate) snapshot_lock: Mutex<()>,
@@ -135,21 +133,6 @@ impl Drop for Inner {
             // Never a drop that waits: the workers end at their next await.
             rt.shutdown_background();
         }
-    }
-}
-
-/// The count of writes in flight, on a cache line of its own (every write
-/// touches it).
-#[derive(Default)]
-#[repr(align(128))]
-struct WriteCounter(std::sync::atomic::AtomicUsize);
-
-/// One admitted write (see [`Engine::begin_write`]).
-pub(crate) struct WriteGuard<'a>(&'a WriteCounter);
-
-impl Drop for WriteGuard<'_> {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -187,8 +170,7 @@ impl Engine {
                 config,
                 budget,
                 datasets: RwLock::new(HashMap::new()),
-                closing: AtomicBool::new(false),
-                writes_in_flight: WriteCounter::default(),
+                admission: Admission::default(),
                 token: CancellationToken::new(),
                 snapshot_lock: Mutex::new(()),
                 load_report: OnceLock::new(),
@@ -238,40 +220,13 @@ impl Engine {
     }
 
     pub(crate) fn open_for_work(&self) -> Result<()> {
-        if self.inner.closing.load(Ordering::Acquire) {
-            return Err(Error::Closing);
-        }
-        Ok(())
+        self.inner.admission.check_open()
     }
 
-    /// Admits one write: `Error::Closing` once close has begun, else a
-    /// guard close waits for (see `Inner::writes_in_flight`).
-    pub(crate) fn begin_write(&self) -> Result<WriteGuard<'_>> {
-        // SeqCst pairs with close's store of `closing` and its load of the
-        // counter (Dekker): either this write sees `closing`, or close
-        // sees this write in flight and waits for it.
-        self.inner.writes_in_flight.0.fetch_add(1, Ordering::SeqCst);
-        let guard = WriteGuard(&self.inner.writes_in_flight);
-        if self.inner.closing.load(Ordering::SeqCst) {
-            return Err(Error::Closing);
-        }
-        Ok(guard)
-    }
-
-    /// Begins close: new calls get `Error::Closing` from now on.
-    pub(crate) fn set_closing(&self) {
-        self.inner.closing.store(true, Ordering::SeqCst);
-    }
-
-    /// Writes admitted and not yet returned.
-    pub(crate) fn writes_in_flight(&self) -> usize {
-        self.inner.writes_in_flight.0.load(Ordering::SeqCst)
-    }
-
-    /// A dataset for a write: the write admitted (see
-    /// [`begin_write`](Self::begin_write)) and the dataset.
+    /// A dataset for a write: the write admitted (see `admission`) and the
+    /// dataset.
     pub(crate) fn dataset_for_write(&self, name: &str) -> Result<(WriteGuard<'_>, Arc<Dataset>)> {
-        let guard = self.begin_write()?;
+        let guard = self.inner.admission.begin_write()?;
         Ok((guard, self.dataset(name)?))
     }
 
@@ -289,7 +244,7 @@ impl Engine {
 
     /// Creates a dataset.
     pub fn create_dataset(&self, name: &str, config: DatasetConfig) -> Result<()> {
-        let _write = self.begin_write()?;
+        let _write = self.inner.admission.begin_write()?;
         self.check_pressure()?;
         check_name(name)?;
         {
@@ -325,7 +280,7 @@ impl Engine {
     /// its consumers return to zero as soon as no call is inside it (at
     /// once when none is).
     pub fn drop_dataset(&self, name: &str) -> Result<()> {
-        let _write = self.begin_write()?;
+        let _write = self.inner.admission.begin_write()?;
         let removed = self.inner.datasets.write().remove(name);
         match removed {
             Some(dataset) => {
@@ -557,7 +512,7 @@ impl Engine {
     /// True once the engine's token is cancelled or close has begun: a
     /// long ingest stops at its next chunk so close need not wait for it.
     fn ingest_stopped(&self) -> bool {
-        self.inner.token.is_cancelled() || self.inner.closing.load(Ordering::Acquire)
+        self.inner.token.is_cancelled() || self.inner.admission.is_closing()
     }
 
     /// Stores every row of a KV batch (`key: Binary`, `value: Binary`, no

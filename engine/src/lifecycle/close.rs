@@ -118,13 +118,13 @@ impl Engine {
         let started = Instant::now();
         let deadline = Duration::from_secs(self.inner.config.shutdown_deadline_secs);
         let lc = &self.inner.lifecycle;
-        self.set_closing();
+        self.inner.admission.close();
         // Every write that will return Ok is in flight now: wait for them
         // (an ingest stops at its next chunk), so the snapshot has them.
-        while self.writes_in_flight() > 0 && started.elapsed() < deadline {
+        while self.inner.admission.writes_in_flight() > 0 && started.elapsed() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let writes_unfinished = self.writes_in_flight();
+        let writes_unfinished = self.inner.admission.writes_in_flight();
         if writes_unfinished > 0 {
             tracing::warn!(
                 writes_unfinished,
