@@ -1,0 +1,226 @@
+//! What one scrape collects: metric families (name, help, type, samples),
+//! built fresh from the crates' stats at scrape time and then encoded in
+//! either text format. Nothing here is kept between scrapes.
+//!
+//! Invariants: a family's name is unique within a scrape and its samples
+//! share its type; a counter family is named with its `_total` suffix (as
+//! its series are in the 0.0.4 text format); label names are static and
+//! label sets are bounded by the caller (see [`crate::LabelCap`]).
+
+/// A metric's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only ever rises (name ends in `_total`).
+    Counter,
+    /// Any value.
+    Gauge,
+    /// Cumulative buckets, a sum and a count.
+    Histogram,
+}
+
+/// A histogram's value: cumulative bucket counts by upper bound (the
+/// `+Inf` bucket is the count and is not listed), the sum and the count.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistogramValue {
+    /// (upper bound, observations <= it), bounds ascending.
+    pub buckets: Vec<(f64, u64)>,
+    /// The sum of every observation.
+    pub sum: f64,
+    /// How many observations.
+    pub count: u64,
+}
+
+/// One series' value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A counter's or gauge's number.
+    Number(f64),
+    /// A histogram's buckets, sum and count.
+    Histogram(HistogramValue),
+}
+
+impl Value {
+    /// Adds `other` into this value (numbers sum; histograms sum bucket by
+    /// bucket when their bounds agree, else keep the sum and count).
+    fn add(&mut self, other: &Value) {
+        match (self, other) {
+            (Value::Number(a), Value::Number(b)) => *a += b,
+            (Value::Histogram(a), Value::Histogram(b)) => {
+                let same_bounds = a.buckets.len() == b.buckets.len()
+                    && a.buckets.iter().zip(&b.buckets).all(|(x, y)| x.0 == y.0);
+                if same_bounds {
+                    for (x, y) in a.buckets.iter_mut().zip(&b.buckets) {
+                        x.1 += y.1;
+                    }
+                } else {
+                    a.buckets.clear();
+                }
+                a.sum += b.sum;
+                a.count += b.count;
+            }
+            // A family has one type (checked where it is made).
+            _ => {}
+        }
+    }
+}
+
+/// One series: its labels and its value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// (name, value) pairs, in the order given.
+    pub labels: Vec<(&'static str, String)>,
+    /// The value.
+    pub value: Value,
+}
+
+/// A metric family: every series of one name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Family {
+    /// The name (`ebb_..._bytes`, counters `..._total`).
+    pub name: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    /// Its type.
+    pub kind: Kind,
+    /// Its series.
+    pub samples: Vec<Sample>,
+}
+
+/// The families of one scrape, in the order first seen.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    families: Vec<Family>,
+}
+
+impl Scrape {
+    /// An empty scrape.
+    pub fn new() -> Scrape {
+        Scrape::default()
+    }
+
+    /// Adds a gauge series.
+    pub fn gauge(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        value: f64,
+    ) {
+        self.push(name, help, Kind::Gauge, labels, Value::Number(value));
+    }
+
+    /// Adds a counter series (`name` ends in `_total`).
+    pub fn counter(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        value: f64,
+    ) {
+        debug_assert!(name.ends_with("_total"), "counter {name} without _total");
+        self.push(name, help, Kind::Counter, labels, Value::Number(value));
+    }
+
+    /// Adds a histogram series.
+    pub fn histogram(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        value: HistogramValue,
+    ) {
+        self.push(name, help, Kind::Histogram, labels, Value::Histogram(value));
+    }
+
+    /// Declares a family with no series yet (so it is described even when
+    /// empty: a counter nothing has raised, say).
+    pub fn describe(&mut self, name: &'static str, help: &'static str, kind: Kind) {
+        self.family(name, help, kind);
+    }
+
+    fn family(&mut self, name: &'static str, help: &'static str, kind: Kind) -> &mut Family {
+        // Families per scrape are a few dozen: a scan beats a map here.
+        let i = match self.families.iter().position(|f| f.name == name) {
+            Some(i) => i,
+            None => {
+                self.families.push(Family {
+                    name,
+                    help,
+                    kind,
+                    samples: Vec::new(),
+                });
+                self.families.len() - 1
+            }
+        };
+        let f = &mut self.families[i];
+        debug_assert_eq!(f.kind, kind, "{name} registered with two types");
+        f
+    }
+
+    /// Adds a series; one whose labels equal an earlier one's (two
+    /// datasets past a [`LabelCap`], both `other`) is added into it, so a
+    /// scrape never repeats a series.
+    fn push(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: Kind,
+        labels: &[(&'static str, &str)],
+        value: Value,
+    ) {
+        let family = self.family(name, help, kind);
+        let same = |s: &&mut Sample| {
+            s.labels.len() == labels.len()
+                && s.labels
+                    .iter()
+                    .zip(labels)
+                    .all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+        };
+        if let Some(existing) = family.samples.iter_mut().find(same) {
+            existing.value.add(&value);
+            return;
+        }
+        let labels = labels.iter().map(|&(k, v)| (k, v.to_string())).collect();
+        family.samples.push(Sample { labels, value });
+    }
+
+    /// The families collected.
+    pub fn families(&self) -> &[Family] {
+        &self.families
+    }
+}
+
+/// Caps the distinct values one label takes: the first `cap` values seen
+/// in a scrape keep their name, the rest are reported as `other` (so a
+/// store with many datasets cannot blow up Prometheus's series count).
+#[derive(Debug)]
+pub struct LabelCap {
+    cap: usize,
+    seen: Vec<String>,
+}
+
+/// The value a capped label takes past its cap.
+pub const OTHER: &str = "other";
+
+impl LabelCap {
+    /// At most `cap` distinct values.
+    pub fn new(cap: usize) -> LabelCap {
+        LabelCap {
+            cap,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The label value for `value`: itself while under the cap, else
+    /// [`OTHER`].
+    pub fn value<'a>(&mut self, value: &'a str) -> &'a str {
+        if self.seen.iter().any(|s| s == value) {
+            return value;
+        }
+        if self.seen.len() < self.cap {
+            self.seen.push(value.to_string());
+            return value;
+        }
+        OTHER
+    }
+}
