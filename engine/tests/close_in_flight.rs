@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ebb_engine::{
-    DatasetConfig, Engine, EngineConfig, Error, MaintenanceKind, Metric, Outcome, WorkerState,
+    CompactionEvent, DatasetConfig, Engine, EngineConfig, Error, MaintenanceKind, Metric, Outcome,
+    WorkerState,
 };
 
 const DIM: usize = 16;
@@ -106,6 +107,28 @@ impl Writer {
     }
 }
 
+/// Closes `engine` while its `writer` writes: close keeps its deadline
+/// with no worker missed and no write unfinished, and snapshots. Returns
+/// the compaction events and what the writer was told was accepted.
+fn close_and_check(engine: &Engine, writer: Writer) -> (Vec<CompactionEvent>, Vec<u32>) {
+    let started = Instant::now();
+    let report = engine.close_blocking().unwrap();
+    let took = started.elapsed();
+    let written = writer.finish();
+    let events = engine.compaction_events();
+    eprintln!(
+        "close took {took:?} ({report:?}); events {events:?}; {} written meanwhile",
+        written.len()
+    );
+    assert!(
+        !report.deadline_missed && report.missed.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.writes_unfinished, 0);
+    assert!(report.snapshot.is_some(), "{report:?}");
+    (events, written)
+}
+
 #[test]
 fn close_during_a_256_mib_compaction_returns_and_loses_nothing() {
     let dir = temp_dir("close-compaction");
@@ -130,21 +153,7 @@ fn close_during_a_256_mib_compaction_returns_and_loses_nothing() {
     engine.wake_compaction();
     // At once: the closing snapshot then runs beside the compaction.
     wait_for_step(&engine, "compaction", "kv");
-    let started = Instant::now();
-    let report = engine.close_blocking().unwrap();
-    let took = started.elapsed();
-    let written = writer.finish();
-    let events = engine.compaction_events();
-    eprintln!(
-        "close took {took:?} ({report:?}); events {events:?}; {} written meanwhile",
-        written.len()
-    );
-    assert!(
-        !report.deadline_missed && report.missed.is_empty(),
-        "{report:?}"
-    );
-    assert_eq!(report.writes_unfinished, 0);
-    assert!(report.snapshot.is_some(), "{report:?}");
+    let (events, written) = close_and_check(&engine, writer);
     assert!(
         events
             .iter()
@@ -200,21 +209,7 @@ fn close_during_a_20k_point_rebuild_returns_and_loses_nothing() {
     engine.wake_compaction();
     wait_for_step(&engine, "rebuild", "v");
     std::thread::sleep(Duration::from_millis(50));
-    let started = Instant::now();
-    let report = engine.close_blocking().unwrap();
-    let took = started.elapsed();
-    let written = writer.finish();
-    let events = engine.compaction_events();
-    eprintln!(
-        "close took {took:?} ({report:?}); events {events:?}; {} written meanwhile",
-        written.len()
-    );
-    assert!(
-        !report.deadline_missed && report.missed.is_empty(),
-        "{report:?}"
-    );
-    assert_eq!(report.writes_unfinished, 0);
-    assert!(report.snapshot.is_some(), "{report:?}");
+    let (events, written) = close_and_check(&engine, writer);
     assert!(
         events.iter().any(|e| e.kind == MaintenanceKind::Index),
         "the rebuild ran: {events:?}"

@@ -426,6 +426,33 @@ impl Engine {
     }
 }
 
+/// A worker's wait for its next round: the interval, or a wake, or the
+/// token. The engine for the round (the worker marked running), or `None`
+/// when the worker should end (cancelled, or the engine gone).
+async fn next_round(
+    engine: &Weak<Inner>,
+    worker: &Worker,
+    wake: Option<&Notify>,
+    token: &tokio_util::sync::CancellationToken,
+    interval: Duration,
+) -> Option<Arc<Inner>> {
+    worker.set(WorkerState::Idle);
+    let woken = async {
+        match wake {
+            Some(w) => w.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = token.cancelled() => return None,
+        _ = tokio::time::sleep(interval) => {}
+        _ = woken => {}
+    }
+    let inner = engine.upgrade()?;
+    worker.set(WorkerState::Running);
+    Some(inner)
+}
+
 async fn compaction_worker(
     engine: Weak<Inner>,
     lane: Lane,
@@ -434,17 +461,7 @@ async fn compaction_worker(
     token: tokio_util::sync::CancellationToken,
     interval: Duration,
 ) {
-    loop {
-        worker.set(WorkerState::Idle);
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-            _ = wake.notified() => {}
-        }
-        let Some(inner) = engine.upgrade() else {
-            return;
-        };
-        worker.set(WorkerState::Running);
+    while let Some(inner) = next_round(&engine, &worker, Some(&wake), &token, interval).await {
         let datasets: Vec<_> = inner.datasets.read().values().cloned().collect();
         drop(inner);
         for d in datasets {
@@ -489,17 +506,7 @@ async fn pressure_worker(
     token: tokio_util::sync::CancellationToken,
     interval: Duration,
 ) {
-    loop {
-        worker.set(WorkerState::Idle);
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-            _ = wake.notified() => {}
-        }
-        let Some(inner) = engine.upgrade() else {
-            return;
-        };
-        worker.set(WorkerState::Running);
+    while let Some(inner) = next_round(&engine, &worker, Some(&wake), &token, interval).await {
         let engine_ref = Engine { inner };
         // Sampling reads /proc and the arenas' counters: short, and the
         // purge it may call is bounded; no dataset is dropped here.
@@ -514,16 +521,7 @@ async fn leak_worker(
     interval: Duration,
     mut monitor: LeakMonitor,
 ) {
-    loop {
-        worker.set(WorkerState::Idle);
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let Some(inner) = engine.upgrade() else {
-            return;
-        };
-        worker.set(WorkerState::Running);
+    while let Some(inner) = next_round(&engine, &worker, None, &token, interval).await {
         let _ = monitor.tick();
         *inner.lifecycle.leak_stats.lock() = monitor.stats();
     }
