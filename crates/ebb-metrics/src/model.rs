@@ -3,7 +3,9 @@
 //! either text format. Nothing here is kept between scrapes.
 //!
 //! Invariants: a family's name is unique within a scrape and its samples
-//! share its type; a counter family is named with its `_total` suffix (as
+//! share its type (a series of another type under a taken name is
+//! dropped, never a panic); no two series of a family have the same
+//! labels (they are summed); a counter family is named with its `_total` suffix (as
 //! its series are in the 0.0.4 text format); label names are static and
 //! label sets are bounded by the caller (see [`crate::LabelCap`]).
 
@@ -109,7 +111,8 @@ impl Scrape {
         self.push(name, help, Kind::Gauge, labels, Value::Number(value));
     }
 
-    /// Adds a counter series (`name` ends in `_total`).
+    /// Adds a counter series. Name counters `..._total` (Prometheus's
+    /// convention: `promtool` reports one without it).
     pub fn counter(
         &mut self,
         name: &'static str,
@@ -117,7 +120,6 @@ impl Scrape {
         labels: &[(&'static str, &str)],
         value: f64,
     ) {
-        debug_assert!(name.ends_with("_total"), "counter {name} without _total");
         self.push(name, help, Kind::Counter, labels, Value::Number(value));
     }
 
@@ -135,10 +137,17 @@ impl Scrape {
     /// Declares a family with no series yet (so it is described even when
     /// empty: a counter nothing has raised, say).
     pub fn describe(&mut self, name: &'static str, help: &'static str, kind: Kind) {
-        self.family(name, help, kind);
+        let _ = self.family(name, help, kind);
     }
 
-    fn family(&mut self, name: &'static str, help: &'static str, kind: Kind) -> &mut Family {
+    /// The family `name`, made on first use; `None` if it exists with
+    /// another type (the series is then dropped: one name, one type).
+    fn family(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: Kind,
+    ) -> Option<&mut Family> {
         // Families per scrape are a few dozen: a scan beats a map here.
         let i = match self.families.iter().position(|f| f.name == name) {
             Some(i) => i,
@@ -153,13 +162,13 @@ impl Scrape {
             }
         };
         let f = &mut self.families[i];
-        debug_assert_eq!(f.kind, kind, "{name} registered with two types");
-        f
+        (f.kind == kind).then_some(f)
     }
 
     /// Adds a series; one whose labels equal an earlier one's (two
     /// datasets past a [`LabelCap`], both `other`) is added into it, so a
-    /// scrape never repeats a series.
+    /// scrape never repeats a series. A series whose name exists with
+    /// another type is dropped.
     fn push(
         &mut self,
         name: &'static str,
@@ -168,7 +177,9 @@ impl Scrape {
         labels: &[(&'static str, &str)],
         value: Value,
     ) {
-        let family = self.family(name, help, kind);
+        let Some(family) = self.family(name, help, kind) else {
+            return;
+        };
         let same = |s: &&mut Sample| {
             s.labels.len() == labels.len()
                 && s.labels
@@ -222,5 +233,20 @@ impl LabelCap {
             return value;
         }
         OTHER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_keeps_its_first_type() {
+        let mut s = Scrape::new();
+        s.gauge("x", "a gauge", &[], 1.0);
+        s.counter("x", "not a gauge", &[], 5.0);
+        assert_eq!(s.families().len(), 1);
+        assert_eq!(s.families()[0].kind, Kind::Gauge);
+        assert_eq!(s.families()[0].samples[0].value, Value::Number(1.0));
     }
 }
