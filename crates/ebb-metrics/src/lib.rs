@@ -2,8 +2,9 @@
 //! scrape time (no stale copies, no work on the data path).
 //!
 //! A scrape builds a [`Scrape`] of metric families from stats structs
-//! (`ArenaStats`, `PoolStats`, `IndexStats`, `BudgetStats`, ... as
-//! docs/metrics.md lists them, name by name), then encodes it: in the
+//! ([`collect`]: `ArenaStats`, `PoolStats`, `IndexStats`, `BudgetStats`,
+//! `MonitorStats` and the process, as docs/metrics.md lists them, name by
+//! name), then encodes it: in the
 //! Prometheus text format 0.0.4 ([`text`]) by default, which
 //! `promtool check metrics` accepts as is.
 //!
@@ -11,6 +12,7 @@
 //! only up to a cap ([`LabelCap`], 64 by default in the engine), past which
 //! they are reported together as `other`, their values summed.
 
+pub mod collect;
 pub mod model;
 pub mod text;
 
