@@ -96,7 +96,8 @@ pub struct EngineConfig {
     /// memory.
     pub data_dir: Option<PathBuf>,
     /// The tokio runtime the engine's workers run on (not a config key:
-    /// code only). None: the engine builds and owns one (one async thread
+    /// code only; a multi-thread runtime's handle, a current-thread one is
+    /// refused at open). None: the engine builds and owns one (one async thread
     /// named `ebb-worker`, blocking threads `ebb-blocking`).
     pub runtime: Option<RuntimeHandle>,
 }
@@ -132,6 +133,11 @@ impl Default for EngineConfig {
         }
     }
 }
+
+/// The smallest `soft_limit_ratio` accepted: the pressure controller's
+/// exit mark is the soft limit less a 5 % hysteresis, which must stay
+/// above 0.
+pub const MIN_SOFT_LIMIT_RATIO: f64 = 0.1;
 
 /// The largest `max_value_bytes` accepted: a record must fit an arena's
 /// `u32` length.
@@ -180,7 +186,15 @@ impl EngineConfig {
             "memory_limit_bytes" => {
                 self.memory_limit_bytes = parse_u64(key, value, 1 << 20, u64::MAX >> 1)?
             }
-            "soft_limit_ratio" => self.soft_limit_ratio = parse_ratio(key, value, true)?,
+            "soft_limit_ratio" => {
+                let v = parse_ratio(key, value, true)?;
+                if v < MIN_SOFT_LIMIT_RATIO {
+                    // Under it, soft - hysteresis is <= 0: Critical could
+                    // never be left.
+                    return Err(bad(key, value, "a number in [0.1, 1]"));
+                }
+                self.soft_limit_ratio = v;
+            }
             "shutdown_deadline_secs" => {
                 self.shutdown_deadline_secs = parse_u64(key, value, 1, 3600)?
             }
@@ -310,6 +324,13 @@ impl EngineConfig {
 
     /// Checks what a single key cannot: the keys against each other.
     pub fn validate(&self) -> Result<()> {
+        // The fields are public: check each as `set` would (the same
+        // ranges, the same errors), so a struct literal cannot hold what a
+        // file could not (a 0 interval, a NaN ratio).
+        let mut probe = EngineConfig::default();
+        for (key, text) in self.key_texts() {
+            probe.set(key, &text)?;
+        }
         if self.leak_check_interval_secs > self.leak_threshold_secs {
             return Err(bad(
                 "leak_check_interval_secs",
@@ -328,6 +349,44 @@ impl EngineConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Every scalar key with its value as text (what `set` parses back to
+    /// the same value: Rust prints floats in their shortest round-trip
+    /// form).
+    fn key_texts(&self) -> [(&'static str, String); 12] {
+        [
+            ("memory_limit_bytes", self.memory_limit_bytes.to_string()),
+            ("soft_limit_ratio", self.soft_limit_ratio.to_string()),
+            (
+                "shutdown_deadline_secs",
+                self.shutdown_deadline_secs.to_string(),
+            ),
+            (
+                "compaction_interval_secs",
+                self.compaction_interval_secs.to_string(),
+            ),
+            ("compact_when_due", self.compact_when_due.to_string()),
+            (
+                "arena_max_live_ratio",
+                self.arena_max_live_ratio.to_string(),
+            ),
+            (
+                "index_max_deleted_ratio",
+                self.index_max_deleted_ratio.to_string(),
+            ),
+            (
+                "pressure_interval_ms",
+                self.pressure_interval_ms.to_string(),
+            ),
+            ("leak_level", self.leak_level.as_str().to_string()),
+            ("leak_threshold_secs", self.leak_threshold_secs.to_string()),
+            (
+                "leak_check_interval_secs",
+                self.leak_check_interval_secs.to_string(),
+            ),
+            ("max_value_bytes", self.max_value_bytes.to_string()),
+        ]
     }
 
     /// The soft limit in bytes (`memory_limit_bytes * soft_limit_ratio`).
@@ -400,6 +459,7 @@ mod tests {
             ("memory_limt_bytes", "1", "unknown key"),
             ("soft_limit_ratio", "1.5", "(0, 1]"),
             ("soft_limit_ratio", "NaN", "(0, 1]"),
+            ("soft_limit_ratio", "0.05", "[0.1, 1]"),
             ("arena_max_live_ratio", "1", "(0, 1)"),
             ("shutdown_deadline_secs", "0", "1..=3600"),
             ("leak_level", "loud", "disabled, sampled, paranoid"),
@@ -422,6 +482,26 @@ mod tests {
             c.apply_toml("soft_limit_ratio = ", "t.toml"),
             Err(Error::ConfigFile { .. })
         ));
+        for bad_struct in [
+            EngineConfig {
+                soft_limit_ratio: f64::NAN,
+                ..EngineConfig::default()
+            },
+            EngineConfig {
+                pressure_interval_ms: 0,
+                ..EngineConfig::default()
+            },
+            EngineConfig {
+                shutdown_deadline_secs: 0,
+                ..EngineConfig::default()
+            },
+        ] {
+            assert!(
+                matches!(bad_struct.validate(), Err(Error::Config { .. })),
+                "{bad_struct:?}"
+            );
+        }
+        assert!(EngineConfig::default().validate().is_ok());
         let mut c = EngineConfig::default();
         c.set("leak_check_interval_secs", "600").unwrap();
         assert!(

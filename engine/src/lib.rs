@@ -50,7 +50,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 pub use arrow::{INGEST_CHUNK, KvScan, SCAN_BATCH_ROWS, VectorScan, kv_schema, vector_schema};
-pub use config::{EngineConfig, KEYS, LeakLevel, MAX_VALUE_BYTES_LIMIT, RuntimeHandle};
+pub use config::{
+    EngineConfig, KEYS, LeakLevel, MAX_VALUE_BYTES_LIMIT, MIN_SOFT_LIMIT_RATIO, RuntimeHandle,
+};
 pub use dataset::{CONSUMERS, DatasetConfig, IndexKind, MAX_NAME_BYTES, check_name};
 pub use ebb_core::maintenance::MaintenanceKind;
 pub use ebb_hnsw::Metric;
@@ -272,6 +274,9 @@ impl Engine {
         }
         datasets.insert(name.to_string(), dataset);
         drop(datasets);
+        // Under the controller's tick lock: a tick changing the level now
+        // cannot interleave and leave the new dataset's policy stale.
+        let _tick = self.inner.lifecycle.pressure.tick.lock();
         self.apply_policies(self.pressure_level());
         Ok(())
     }

@@ -168,3 +168,30 @@ fn the_compaction_worker_gives_memory_back_unasked() {
     }
     engine.close_blocking().unwrap();
 }
+
+#[test]
+fn a_current_thread_host_runtime_is_refused_with_the_reason() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let refused = Engine::open(EngineConfig {
+        runtime: Some(ebb_engine::RuntimeHandle(rt.handle().clone())),
+        ..config()
+    });
+    match refused {
+        Err(Error::Config { key, .. }) => assert_eq!(key, "runtime"),
+        other => panic!("{other:?}"),
+    }
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let engine = Engine::open(EngineConfig {
+        runtime: Some(ebb_engine::RuntimeHandle(multi.handle().clone())),
+        ..config()
+    })
+    .unwrap();
+    assert!(!engine.close_blocking().unwrap().deadline_missed);
+}

@@ -31,7 +31,15 @@ fn family(out: &mut String, f: &Family) {
         match &s.value {
             Value::Number(v) => series(out, f.name, "", &s.labels, None, *v),
             Value::Histogram(h) => {
-                for &(le, n) in &h.buckets {
+                // Ascending bounds, and `+Inf` once (it is the count).
+                let mut buckets: Vec<(f64, u64)> = h
+                    .buckets
+                    .iter()
+                    .copied()
+                    .filter(|(le, _)| le.is_finite())
+                    .collect();
+                buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                for (le, n) in buckets {
                     series(
                         out,
                         f.name,
@@ -95,6 +103,9 @@ pub(crate) fn number(v: f64) -> String {
         "+Inf".into()
     } else if v == f64::NEG_INFINITY {
         "-Inf".into()
+    } else if v != 0.0 && !(1e-6..1e15).contains(&v.abs()) {
+        // Exponent form where plain digits would run long.
+        format!("{v:e}")
     } else {
         format!("{v}")
     }
@@ -157,14 +168,41 @@ mod tests {
     }
 
     #[test]
+    fn histogram_buckets_are_sorted_and_inf_is_written_once() {
+        let mut s = Scrape::new();
+        s.histogram(
+            "h",
+            "",
+            &[],
+            HistogramValue {
+                buckets: vec![(1.0, 3), (f64::INFINITY, 9), (0.5, 1)],
+                sum: 2.0,
+                count: 4,
+            },
+        );
+        let text = encode(&s);
+        let buckets: Vec<&str> = text.lines().filter(|l| l.starts_with("h_bucket")).collect();
+        assert_eq!(
+            buckets,
+            [
+                "h_bucket{le=\"0.5\"} 1",
+                "h_bucket{le=\"1\"} 3",
+                "h_bucket{le=\"+Inf\"} 4"
+            ]
+        );
+    }
+
+    #[test]
     fn label_values_and_help_are_escaped_and_odd_numbers_spelled() {
         let mut s = Scrape::new();
         s.gauge("g", "two\nlines \\ here", &[("l", "a\"b\\c\nd")], f64::NAN);
         s.gauge("g", "", &[("l", "x")], f64::INFINITY);
+        s.gauge("g", "", &[("l", "big")], 1.5e300);
         let text = encode(&s);
         assert!(text.contains("# HELP g two\\nlines \\\\ here\n"), "{text}");
         assert!(text.contains("g{l=\"a\\\"b\\\\c\\nd\"} NaN\n"), "{text}");
         assert!(text.contains("g{l=\"x\"} +Inf\n"), "{text}");
+        assert!(text.contains("g{l=\"big\"} 1.5e300\n"), "{text}");
     }
 
     #[test]

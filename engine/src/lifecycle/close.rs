@@ -140,20 +140,31 @@ impl Engine {
                 "engine",
                 "the closing snapshot (blocking)",
                 None,
-                "done, or the engine's token",
+                "done, or cancelled at the close deadline",
                 true,
             );
+            // Its own token: the engine's is cancelled only after it.
+            let snap_token = CancellationToken::new();
+            let step_token = snap_token.clone();
             lc.spawn_blocking(step, move || {
-                let _ = tx.send(engine.snapshot_unchecked(&CancellationToken::new(), &mut |_| {}));
+                let _ = tx.send(engine.snapshot_unchecked(&step_token, &mut |_| {}));
             });
             let snap_started = Instant::now();
-            match tokio::time::timeout(deadline, rx).await {
+            // What is left of the deadline after the writes' wait.
+            let left = deadline.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, rx).await {
                 Ok(Ok(Ok(r))) => snapshot = Some(r),
                 Ok(Ok(Err(e))) => snapshot_error = Some(e.to_string()),
                 Ok(Err(_)) => {
                     snapshot_error = Some("the snapshot step ended without a report".into())
                 }
-                Err(_) => snapshot_error = Some("not done by the deadline: cancelled".into()),
+                Err(_) => {
+                    // It stops at its next file and commits nothing: the
+                    // previous snapshot stays the newest.
+                    snap_token.cancel();
+                    snapshot_error =
+                        Some("not done by the deadline: cancelled, nothing committed".into());
+                }
             }
             snapshot_secs = snap_started.elapsed().as_secs_f64();
         }

@@ -65,6 +65,16 @@ pub(crate) struct Lifecycle {
 impl Lifecycle {
     pub fn new(host: Option<Handle>) -> Result<Lifecycle> {
         let (owned, handle) = match host {
+            // A current-thread runtime runs tasks only inside its owner's
+            // `block_on`: the workers could starve and `close_blocking`
+            // could wait forever. Refused, saying why.
+            Some(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => {
+                return Err(Error::Config {
+                    key: "runtime".into(),
+                    value: "current_thread".into(),
+                    allowed: "a handle of a multi-thread tokio runtime (a current-thread one runs the workers only inside its own block_on)".into(),
+                });
+            }
             Some(h) => (None, h),
             None => {
                 let rt = tokio::runtime::Builder::new_multi_thread()

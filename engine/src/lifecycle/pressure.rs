@@ -24,9 +24,15 @@
 //!   hysteresis`. If RSS is then still over that mark, this is the **exit on
 //!   the budget alone**: the rest of RSS is memory outside ebb's arenas
 //!   (the global allocator's, say) that refusing writes cannot shrink; the
-//!   controller then stays out of Critical until the budget itself grows
-//!   back over `soft` (or RSS falls under it), so such memory never locks
-//!   writes out for good.
+//!   controller then stays out of Critical on RSS until the budget itself
+//!   grows back over `soft` (or RSS falls under `soft - hysteresis`), so
+//!   such memory never locks writes out for good. Critical is never left
+//!   while the budget is still within `hysteresis` of refusing.
+//!
+//! `limit` is the budget's limit; after `MemoryBudget::set_limit(None)` it
+//! is `memory_limit_bytes` still: an unlimited budget refuses nothing
+//! itself, but the controller keeps guarding RSS against the configured
+//! limit.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
@@ -105,7 +111,10 @@ pub fn decide(current: PressureLevel, s: &PressureSample, budget_exit: &mut bool
     // them here first, with the error that says why and who holds what.
     let budget_full = (s.budget_available_bytes as f64) < HYSTERESIS * limit;
     let critical = if current == PressureLevel::Critical {
-        if reserved < below_soft {
+        // While the budget is still about to refuse, writes stay refused
+        // here (with the numbers) rather than flapping between this and
+        // the budget's own refusal; the budget shrinks only by reclaim.
+        if reserved < below_soft && !budget_full {
             // Both under (a plain exit) or RSS still high with little in
             // ebb (the exit on the budget alone, latched).
             *budget_exit = rss >= below_soft;
@@ -251,6 +260,22 @@ mod tests {
             ]),
             [Critical, Elevated, Elevated, Critical, Normal]
         );
+    }
+
+    #[test]
+    fn a_budget_full_of_headroom_holds_critical_without_flapping() {
+        // Little reserved, but headroom leaves under 5 % for ordinary
+        // growth: Critical, and it stays while that lasts.
+        let full = PressureSample {
+            budget_available_bytes: 10 * MIB,
+            ..sample(300, 100)
+        };
+        let (mut latch, mut level) = (false, Normal);
+        for _ in 0..4 {
+            level = decide(level, &full, &mut latch);
+            assert_eq!(level, Critical);
+        }
+        assert_eq!(decide(level, &sample(300, 100), &mut latch), Normal);
     }
 
     #[test]
