@@ -4,8 +4,7 @@
 //! nothing to report on the whole scrape (skipped, saying why, where
 //! promtool is not installed).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
 
 use ebb_arena::{BlobArena, SlabConfig};
 use ebb_core::MemoryBudget;
@@ -97,33 +96,6 @@ fn values_agree_with_the_stats_they_read() {
 
 #[test]
 fn promtool_finds_nothing_to_report_on_a_real_scrape() {
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        eprintln!(
-            "ebb-test skipped: promtool_finds_nothing_to_report_on_a_real_scrape: promtool is not installed"
-        );
-        return;
-    };
     let body = text::encode(&scrape().0);
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}\non:\n{body}"
-    );
+    common::assert_promtool_accepts("promtool_finds_nothing_to_report_on_a_real_scrape", &body);
 }

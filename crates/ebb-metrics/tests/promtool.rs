@@ -2,23 +2,12 @@
 //! Skips, saying why, where promtool is not installed (CI installs
 //! Debian's `prometheus` package, which has it).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
 
 use ebb_metrics::{HistogramValue, Kind, LabelCap, Scrape, text};
 
 #[test]
 fn promtool_finds_nothing_to_report() {
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("ebb-test skipped: promtool_finds_nothing_to_report: promtool is not installed");
-        return;
-    };
     let mut s = Scrape::new();
     let mut cap = LabelCap::new(64);
     for d in ["a", "b\"quoted\"", "c"] {
@@ -58,20 +47,5 @@ fn promtool_finds_nothing_to_report() {
         1.5e9,
     );
     let body = text::encode(&s);
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}\non:\n{body}"
-    );
+    common::assert_promtool_accepts("promtool_finds_nothing_to_report", &body);
 }
