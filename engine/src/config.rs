@@ -25,6 +25,7 @@ pub const KEYS: &[&str] = &[
     "leak_threshold_secs",
     "leak_check_interval_secs",
     "max_value_bytes",
+    "metrics_dataset_labels",
     "data_dir",
 ];
 
@@ -92,6 +93,11 @@ pub struct EngineConfig {
     pub leak_check_interval_secs: u64,
     /// `max_value_bytes` (16 MiB): the largest value or payload accepted.
     pub max_value_bytes: u64,
+    /// `metrics_dataset_labels` (64): how many datasets get a `dataset`
+    /// label of their own in the metrics; the rest are summed under
+    /// `other`, so many datasets cannot blow up a Prometheus's series
+    /// count.
+    pub metrics_dataset_labels: u64,
     /// `data_dir` (none): where snapshots go; none keeps everything in
     /// memory.
     pub data_dir: Option<PathBuf>,
@@ -128,6 +134,7 @@ impl Default for EngineConfig {
             leak_threshold_secs: 300,
             leak_check_interval_secs: 30,
             max_value_bytes: 16 << 20,
+            metrics_dataset_labels: 64,
             data_dir: None,
             runtime: None,
         }
@@ -229,6 +236,9 @@ impl EngineConfig {
             }
             "max_value_bytes" => {
                 self.max_value_bytes = parse_u64(key, value, 1, MAX_VALUE_BYTES_LIMIT)?
+            }
+            "metrics_dataset_labels" => {
+                self.metrics_dataset_labels = parse_u64(key, value, 0, 4096)?
             }
             "data_dir" => {
                 let v = value.trim();
@@ -354,7 +364,7 @@ impl EngineConfig {
     /// Every scalar key with its value as text (what `set` parses back to
     /// the same value: Rust prints floats in their shortest round-trip
     /// form).
-    fn key_texts(&self) -> [(&'static str, String); 12] {
+    fn key_texts(&self) -> [(&'static str, String); 13] {
         [
             ("memory_limit_bytes", self.memory_limit_bytes.to_string()),
             ("soft_limit_ratio", self.soft_limit_ratio.to_string()),
@@ -386,6 +396,10 @@ impl EngineConfig {
                 self.leak_check_interval_secs.to_string(),
             ),
             ("max_value_bytes", self.max_value_bytes.to_string()),
+            (
+                "metrics_dataset_labels",
+                self.metrics_dataset_labels.to_string(),
+            ),
         ]
     }
 

@@ -135,7 +135,7 @@ impl Dataset {
         })?;
         let pool = BufferPool::new(
             PoolConfig::default()
-                .with_name(consumer("pool"))
+                .with_name("pool")
                 .with_budget(budget, consumer("pool")),
         )?;
         Ok(Dataset {

@@ -34,6 +34,7 @@ mod kv;
 mod leaks;
 pub mod lifecycle;
 pub mod limits;
+pub mod metrics;
 mod release;
 pub mod snapshot;
 mod stats;

@@ -106,7 +106,7 @@ impl VectorStore {
             .with_ef_search(config.ef_search)
             .with_rebuild(RebuildPolicy::default().with_max_deleted_ratio(max_deleted_ratio))
             .with_budget(budget, index_consumer)
-            .with_name(index_consumer);
+            .with_name("index");
         let index = match config.index {
             IndexKind::Native => AnyIndex::Native(VectorIndex::with_backend(index_config)?),
             IndexKind::HnswRs => AnyIndex::HnswRs(VectorIndex::with_backend(index_config)?),

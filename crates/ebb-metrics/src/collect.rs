@@ -386,6 +386,14 @@ pub fn index(s: &mut Scrape, st: &IndexStats, labels: &Labels<'_>) {
 
 /// The budget's series (`ebb_budget_*`); consumers past `cap` are `other`.
 pub fn budget(s: &mut Scrape, st: &BudgetStats, cap: &mut LabelCap) {
+    budget_labelled(s, st, |name| cap.value(name).to_string());
+}
+
+/// The budget's series with each consumer's label chosen by `label` (the
+/// engine maps `<dataset>/<part>` through its dataset cap, so a capped
+/// dataset's consumers become `other/<part>`); series that get the same
+/// label are summed.
+pub fn budget_labelled(s: &mut Scrape, st: &BudgetStats, mut label: impl FnMut(&str) -> String) {
     if let Some(limit) = st.limit_bytes {
         s.gauge(
             "ebb_budget_limit_bytes",
@@ -406,12 +414,17 @@ pub fn budget(s: &mut Scrape, st: &BudgetStats, cap: &mut LabelCap) {
         &[],
         st.reserved_bytes as f64,
     );
+    s.describe(
+        "ebb_budget_consumer_reserved_bytes",
+        "Bytes reserved under a consumer name.",
+        crate::Kind::Gauge,
+    );
     for c in &st.consumers {
-        let name = cap.value(&c.name);
+        let name = label(&c.name);
         s.gauge(
             "ebb_budget_consumer_reserved_bytes",
             "Bytes reserved under a consumer name.",
-            &[("consumer", name)],
+            &[("consumer", &name)],
             c.reserved_bytes as f64,
         );
     }
@@ -471,6 +484,25 @@ pub fn process(s: &mut Scrape) {
             "Open file descriptors of the process.",
             &[],
             n as f64,
+        );
+    }
+}
+
+/// A resource tracker's live guards by kind (`ebb_leak_tracked_resources`),
+/// instance label `tracker`; `kind` is bounded by the tracker
+/// (`MAX_KINDS`).
+pub fn tracker(s: &mut Scrape, name: &str, live_by_kind: &std::collections::BTreeMap<&str, i64>) {
+    s.describe(
+        "ebb_leak_tracked_resources",
+        "Tracked resources alive now, by kind.",
+        crate::Kind::Gauge,
+    );
+    for (kind, n) in live_by_kind {
+        s.gauge(
+            "ebb_leak_tracked_resources",
+            "Tracked resources alive now, by kind.",
+            &[("tracker", name), ("kind", kind)],
+            *n as f64,
         );
     }
 }

@@ -13,7 +13,10 @@
 //! they are reported together as `other`, their values summed.
 
 pub mod collect;
+pub mod histogram;
 pub mod model;
 pub mod text;
 
+pub use histogram::{DURATION_BUCKETS, Histogram};
 pub use model::{Family, HistogramValue, Kind, LabelCap, OTHER, Sample, Scrape, Value};
+pub use text::Format;

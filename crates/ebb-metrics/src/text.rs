@@ -1,7 +1,16 @@
-//! The Prometheus text exposition format 0.0.4
-//! (`text/plain; version=0.0.4`), what `/metrics` serves unless the client
-//! asks for OpenMetrics: `# HELP` and `# TYPE` per family, one line per
-//! series, histograms as `_bucket{le=...}`, `_sum` and `_count`.
+//! The two text exposition formats, from the same [`Scrape`]:
+//!
+//! - Prometheus text 0.0.4 (`text/plain; version=0.0.4`, [`encode`]), what
+//!   `/metrics` serves unless the client asks for OpenMetrics: `# HELP` and
+//!   `# TYPE` per family, one line per series, histograms as
+//!   `_bucket{le=...}`, `_sum` and `_count`. `promtool check metrics`
+//!   reports nothing on it.
+//! - OpenMetrics 1.0.0 ([`encode_openmetrics`]): the same lines, except that
+//!   a counter family is declared without its `_total` suffix (its samples
+//!   keep it), `"` is escaped in help text, and the exposition ends with
+//!   `# EOF`.
+//!
+//! [`Format::from_accept`] picks one from a request's `Accept` header.
 
 use std::fmt::Write;
 
@@ -10,23 +19,109 @@ use crate::model::{Family, Kind, Scrape, Value};
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The content type of [`encode_openmetrics`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Which exposition format a scrape is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text 0.0.4 (the default).
+    Text,
+    /// OpenMetrics 1.0.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format a request's `Accept` header asks for: OpenMetrics only
+    /// when `application/openmetrics-text` is listed with a quality above
+    /// every other acceptable type's (ties go to 0.0.4); 0.0.4 otherwise,
+    /// and when there is no header.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let mut openmetrics = 0.0f64;
+        let mut other = 0.0f64;
+        for item in accept.split(',') {
+            let mut parts = item.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut q = 1.0f64;
+            for p in parts {
+                if let Some(v) = p.trim().strip_prefix("q=") {
+                    q = v.trim().parse().unwrap_or(0.0);
+                }
+            }
+            if !(q.is_finite() && q > 0.0) {
+                continue;
+            }
+            if media == "application/openmetrics-text" {
+                openmetrics = openmetrics.max(q);
+            } else if !media.is_empty() {
+                other = other.max(q);
+            }
+        }
+        if openmetrics > other {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The `Content-Type` of the format's output.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+
+    /// The scrape in this format.
+    pub fn encode(self, scrape: &Scrape) -> String {
+        match self {
+            Format::Text => encode(scrape),
+            Format::OpenMetrics => encode_openmetrics(scrape),
+        }
+    }
+}
+
 /// The scrape in the 0.0.4 text format.
 pub fn encode(scrape: &Scrape) -> String {
     let mut out = String::with_capacity(64 * 1024);
     for f in scrape.families() {
-        family(&mut out, f);
+        family(&mut out, f, Format::Text);
     }
     out
 }
 
-fn family(out: &mut String, f: &Family) {
+/// The scrape in OpenMetrics 1.0.0 (ends with `# EOF`).
+pub fn encode_openmetrics(scrape: &Scrape) -> String {
+    let mut out = String::with_capacity(64 * 1024);
+    for f in scrape.families() {
+        family(&mut out, f, Format::OpenMetrics);
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+fn family(out: &mut String, f: &Family, format: Format) {
     let kind = match f.kind {
         Kind::Counter => "counter",
         Kind::Gauge => "gauge",
         Kind::Histogram => "histogram",
     };
-    let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
-    let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+    // OpenMetrics names a counter family without `_total`; its samples
+    // keep the suffix.
+    let declared = match (format, f.kind) {
+        (Format::OpenMetrics, Kind::Counter) => f.name.strip_suffix("_total").unwrap_or(f.name),
+        _ => f.name,
+    };
+    let help = match format {
+        Format::Text => escape_help(f.help),
+        Format::OpenMetrics => escape_label(f.help),
+    };
+    let _ = writeln!(out, "# HELP {declared} {help}");
+    let _ = writeln!(out, "# TYPE {declared} {kind}");
     for s in &f.samples {
         match &s.value {
             Value::Number(v) => series(out, f.name, "", &s.labels, None, *v),
@@ -203,6 +298,58 @@ mod tests {
         assert!(text.contains("g{l=\"a\\\"b\\\\c\\nd\"} NaN\n"), "{text}");
         assert!(text.contains("g{l=\"x\"} +Inf\n"), "{text}");
         assert!(text.contains("g{l=\"big\"} 1.5e300\n"), "{text}");
+    }
+
+    #[test]
+    fn openmetrics_declares_counters_without_total_and_ends_with_eof() {
+        let mut s = Scrape::new();
+        s.counter(
+            "ebb_arena_releases_total",
+            "Slabs \"given\" back.",
+            &[],
+            3.0,
+        );
+        s.gauge("ebb_arena_live_bytes", "Live.", &[("arena", "kv")], 8.0);
+        assert_eq!(
+            encode_openmetrics(&s),
+            "# HELP ebb_arena_releases Slabs \\\"given\\\" back.\n\
+             # TYPE ebb_arena_releases counter\n\
+             ebb_arena_releases_total 3\n\
+             # HELP ebb_arena_live_bytes Live.\n\
+             # TYPE ebb_arena_live_bytes gauge\n\
+             ebb_arena_live_bytes{arena=\"kv\"} 8\n\
+             # EOF\n"
+        );
+    }
+
+    #[test]
+    fn accept_picks_openmetrics_only_when_it_is_preferred() {
+        use Format::*;
+        assert_eq!(Format::from_accept(None), Text);
+        assert_eq!(Format::from_accept(Some("*/*")), Text);
+        assert_eq!(Format::from_accept(Some("text/plain; version=0.0.4")), Text);
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text; version=1.0.0")),
+            OpenMetrics
+        );
+        // What Prometheus 2.x sends.
+        assert_eq!(
+            Format::from_accept(Some(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            )),
+            OpenMetrics
+        );
+        assert_eq!(
+            Format::from_accept(Some(
+                "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5"
+            )),
+            Text
+        );
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text;q=0")),
+            Text
+        );
+        assert_eq!(Format::from_accept(Some("garbage;;q=x,,")), Text);
     }
 
     #[test]

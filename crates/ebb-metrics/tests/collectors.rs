@@ -4,8 +4,6 @@
 //! nothing to report on the whole scrape (skipped, saying why, where
 //! promtool is not installed).
 
-mod common;
-
 use ebb_arena::{BlobArena, SlabConfig};
 use ebb_core::MemoryBudget;
 use ebb_hnsw::{IndexConfig, Metric, NativeGraph, VectorIndex};
@@ -97,5 +95,8 @@ fn values_agree_with_the_stats_they_read() {
 #[test]
 fn promtool_finds_nothing_to_report_on_a_real_scrape() {
     let body = text::encode(&scrape().0);
-    common::assert_promtool_accepts("promtool_finds_nothing_to_report_on_a_real_scrape", &body);
+    ebb_testkit::promtool::assert_promtool_accepts(
+        "promtool_finds_nothing_to_report_on_a_real_scrape",
+        &body,
+    );
 }

@@ -2,8 +2,6 @@
 //! Skips, saying why, where promtool is not installed (CI installs
 //! Debian's `prometheus` package, which has it).
 
-mod common;
-
 use ebb_metrics::{HistogramValue, Kind, LabelCap, Scrape, text};
 
 #[test]
@@ -47,5 +45,5 @@ fn promtool_finds_nothing_to_report() {
         1.5e9,
     );
     let body = text::encode(&s);
-    common::assert_promtool_accepts("promtool_finds_nothing_to_report", &body);
+    ebb_testkit::promtool::assert_promtool_accepts("promtool_finds_nothing_to_report", &body);
 }

@@ -11,6 +11,7 @@
 //!   harness's capture, so CI logs show it.
 
 pub mod cgroup;
+pub mod promtool;
 
 use std::io::Write;
 use std::process::Command;

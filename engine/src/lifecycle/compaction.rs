@@ -91,6 +91,8 @@ const EVENTS_KEPT: usize = 256;
 pub(crate) struct CompactionLog {
     stats: Mutex<CompactionStats>,
     events: Mutex<VecDeque<CompactionEvent>>,
+    /// Durations by kind (`[arena, index, pool]`), for the histogram.
+    durations: [ebb_metrics::Histogram; 3],
 }
 
 impl CompactionLog {
@@ -101,6 +103,7 @@ impl CompactionLog {
             s.events_total[k][event.outcome as usize] += 1;
             s.duration_secs_total[k] += event.duration_secs;
             s.bytes_released_total[k] += event.bytes_released;
+            self.durations[k].observe(event.duration_secs);
         }
         if let Some(e) = &event.error {
             tracing::warn!(dataset = %event.dataset, kind = event.kind.as_str(), error = %e, "maintenance failed");
@@ -126,6 +129,11 @@ impl CompactionLog {
 
     pub fn events(&self) -> Vec<CompactionEvent> {
         self.events.lock().iter().cloned().collect()
+    }
+
+    /// The duration histogram of `kind`'s runs.
+    pub fn durations(&self, kind: MaintenanceKind) -> ebb_metrics::HistogramValue {
+        self.durations[kind_index(kind)].snapshot()
     }
 }
 
