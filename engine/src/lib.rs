@@ -498,6 +498,19 @@ impl Engine {
         self.after_write(self.ingest_into(&d, batch, self.inner.config.max_value_bytes as usize))
     }
 
+    /// Checks a vectors batch as [`ingest`](Self::ingest) would, storing
+    /// nothing: a caller with several batches checks them all first so a
+    /// bad one changes nothing. Returns the rows it holds.
+    pub fn check_ingest(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
+        let d = self.dataset(dataset)?;
+        Ok(arrow::check_vectors(
+            batch,
+            d.config.dim,
+            self.inner.config.max_value_bytes as usize,
+        )?
+        .len())
+    }
+
     pub(crate) fn ingest_into(
         &self,
         d: &Dataset,

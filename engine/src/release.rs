@@ -1,5 +1,6 @@
-//! [`Engine::release_memory`]: everything given back now, on the caller's
-//! thread (the lifecycle's worker does the same on its schedule).
+//! [`Engine::release_memory`]: everything given back now, and
+//! [`Engine::compact`]: the maintenance that is due, now; both on the
+//! caller's thread (the lifecycle's workers do the same on their schedule).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,27 @@ impl Engine {
     /// purge. Stops between steps when `token` (or the engine's) is
     /// cancelled.
     pub fn release_memory_with(&self, token: &CancellationToken) -> Result<ReleaseReport> {
+        self.sweep(token, Sweep::Everything)
+    }
+
+    /// Runs, now, the maintenance the workers would run on their next
+    /// pass: every arena compacted under its current policy (the
+    /// configured one, or the pressure controller's tighter one), indexes
+    /// rebuilt where `needs_compaction` says so, pools whose maintenance
+    /// is due; no table shrink, no allocator purge (that is
+    /// [`release_memory_with`](Self::release_memory_with)). Stops between
+    /// steps when `token` (or the engine's) is cancelled.
+    pub fn compact_with(&self, token: &CancellationToken) -> Result<ReleaseReport> {
+        self.sweep(token, Sweep::Due)
+    }
+
+    /// [`compact_with`](Self::compact_with) with a token of its own (the
+    /// engine's still stops it).
+    pub fn compact(&self) -> Result<ReleaseReport> {
+        self.compact_with(&CancellationToken::new())
+    }
+
+    fn sweep(&self, token: &CancellationToken, mode: Sweep) -> Result<ReleaseReport> {
         self.open_for_work()?;
         let started = Instant::now();
         let token = token.child_token();
@@ -29,7 +51,7 @@ impl Engine {
         let mut report = ReleaseReport::default();
         // "Everything sparse now", not only what the worker's policy asks
         // for: any sealed slab under 90 % live, however little it frees.
-        let sweep = CompactionPolicy::default()
+        let everything = CompactionPolicy::default()
             .with_max_live_ratio(0.9)
             .with_min_reclaim_bytes(0);
         'datasets: for d in &datasets {
@@ -39,6 +61,10 @@ impl Engine {
                     break 'datasets;
                 }
                 arena.reclaim_threads(true);
+                let sweep = match mode {
+                    Sweep::Everything => everything,
+                    Sweep::Due => arena.compaction_policy(),
+                };
                 // The compaction worker may be compacting this arena: the
                 // caller asked for everything now, so wait for it and run.
                 match retry_while_running(
@@ -58,6 +84,9 @@ impl Engine {
                 if stop() {
                     report.cancelled = true;
                     break 'datasets;
+                }
+                if mode == Sweep::Due && part.maintenance_due().is_none() {
+                    continue;
                 }
                 match retry_while_running(
                     &stop,
@@ -83,9 +112,13 @@ impl Engine {
                     )),
                 }
             }
-            report.table_bytes += d.kv.shrink_tables();
+            if mode == Sweep::Everything {
+                report.table_bytes += d.kv.shrink_tables();
+            }
         }
-        report.allocator_trimmed = ebb_core::os::trim_global_allocator();
+        if mode == Sweep::Everything {
+            report.allocator_trimmed = ebb_core::os::trim_global_allocator();
+        }
         report.duration_secs = started.elapsed().as_secs_f64();
         // Memory is back now: so are writes, without waiting for the
         // controller's interval.
@@ -98,6 +131,15 @@ impl Engine {
     pub fn release_memory(&self) -> Result<ReleaseReport> {
         self.release_memory_with(&CancellationToken::new())
     }
+}
+
+/// What a sweep runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// Everything sparse, every index and pool, tables, the allocator.
+    Everything,
+    /// What the policies say is due.
+    Due,
 }
 
 /// Runs `f` again while `running(err)` says another run of the same

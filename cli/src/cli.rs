@@ -1,0 +1,184 @@
+//! The command line: `ebb serve` with its flags, every engine config key
+//! as a flag (`--memory-limit-bytes`, ...), and the environment
+//! (`EBB_ADMIN_TOKEN`, `EBB_LISTEN`, `EBB_MAX_BODY_BYTES`, `EBB_<KEY>` for
+//! engine keys). Precedence, as the engine's: defaults, the `--config`
+//! TOML file (engine keys), env, flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Arg, ArgMatches, Command};
+use ebb_engine::{EngineConfig, KEYS};
+
+use crate::serve::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, ServeConfig};
+
+/// The `ebb` command.
+pub fn command() -> Command {
+    Command::new("ebb")
+        .about("ebb: a KV/vector store's memory subsystem, served")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(serve_command())
+}
+
+fn serve_command() -> Command {
+    let mut c = Command::new("serve")
+        .about("Serve the engine over HTTP (JSON and Arrow API, /metrics, debug and admin routes)")
+        .arg(
+            Arg::new("listen")
+                .long("listen")
+                .value_name("ADDR")
+                .help(format!(
+                    "Address to listen on [default: {DEFAULT_LISTEN}; env EBB_LISTEN]; off loopback needs --admin-token"
+                )),
+        )
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .help("TOML file of engine config keys"),
+        )
+        .arg(
+            Arg::new("admin-token")
+                .long("admin-token")
+                .value_name("TOKEN")
+                .help("Token the debug and admin routes need [env EBB_ADMIN_TOKEN]"),
+        )
+        .arg(
+            Arg::new("max-body-bytes")
+                .long("max-body-bytes")
+                .value_name("BYTES")
+                .help(format!(
+                    "Largest request body read [default: {DEFAULT_MAX_BODY_BYTES}; env EBB_MAX_BODY_BYTES]"
+                )),
+        );
+    for key in KEYS {
+        c = c.arg(
+            Arg::new(*key)
+                .long(key.replace('_', "-"))
+                .value_name("VALUE")
+                .help(format!(
+                    "Engine config key `{key}` [env EBB_{}]",
+                    key.to_ascii_uppercase()
+                )),
+        );
+    }
+    c
+}
+
+/// A command line the server cannot start with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A flag or env var with a bad value.
+    #[error("{name}: {value:?} is not allowed ({allowed})")]
+    Bad {
+        /// The flag or variable.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What it accepts.
+        allowed: &'static str,
+    },
+    /// The engine's configuration is not allowed.
+    #[error(transparent)]
+    Engine(#[from] ebb_engine::Error),
+}
+
+/// The server's configuration from `serve`'s matches and `env`.
+pub fn serve_config(
+    m: &ArgMatches,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServeConfig, CliError> {
+    let pick = |flag: &str, var: &str| m.get_one::<String>(flag).cloned().or_else(|| env(var));
+    let listen_text = pick("listen", "EBB_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen: SocketAddr = listen_text.parse().map_err(|_| CliError::Bad {
+        name: "--listen".into(),
+        value: listen_text.clone(),
+        allowed: "an IP address and port, such as 127.0.0.1:7878",
+    })?;
+    let max_body_bytes = match pick("max-body-bytes", "EBB_MAX_BODY_BYTES") {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=(4usize << 30)).contains(n))
+            .ok_or(CliError::Bad {
+                name: "--max-body-bytes".into(),
+                value: v,
+                allowed: "an integer in 1..=4294967296",
+            })?,
+    };
+    let flags: Vec<(String, String)> = KEYS
+        .iter()
+        .filter_map(|k| m.get_one::<String>(k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    let file = m.get_one::<String>("config").map(PathBuf::from);
+    let engine = EngineConfig::load(file.as_deref(), &flags)?;
+    Ok(ServeConfig {
+        listen,
+        admin_token: pick("admin-token", "EBB_ADMIN_TOKEN"),
+        max_body_bytes,
+        engine,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<ServeConfig, CliError> {
+        let m = command()
+            .try_get_matches_from(std::iter::once("ebb").chain(args.iter().copied()))
+            .unwrap();
+        let (_, sm) = m.subcommand().unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        serve_config(sm, &|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn every_engine_key_is_a_flag_and_flags_beat_env() {
+        let c = parse(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--soft-limit-ratio",
+                "0.7",
+                "--metrics-dataset-labels",
+                "8",
+            ],
+            &[("EBB_ADMIN_TOKEN", "t"), ("EBB_LISTEN", "10.0.0.1:1")],
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(c.admin_token.as_deref(), Some("t"));
+        assert_eq!(c.engine.soft_limit_ratio, 0.7);
+        assert_eq!(c.engine.metrics_dataset_labels, 8);
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        for key in KEYS {
+            let flag = format!("--{}", key.replace('_', "-"));
+            assert!(
+                serve_command()
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(&flag[2..])),
+                "{flag}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let e = parse(&["serve", "--listen", "nowhere"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--listen"), "{e}");
+        let e = parse(&["serve", "--soft-limit-ratio", "2"], &[]).unwrap_err();
+        assert!(e.to_string().contains("soft_limit_ratio"), "{e}");
+        let e = parse(&["serve", "--max-body-bytes", "0"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--max-body-bytes"), "{e}");
+    }
+}
