@@ -126,3 +126,10 @@ lifecycle *ARGS:
 churn *ARGS:
     cargo build --release -p ebb-bench --bins
     ./target/release/peers churn --json {{ARGS}}
+
+# Fuzz the request decoders of `ebb serve` (nightly + cargo-fuzz, installed
+# if missing); new inputs land in cli/fuzz/corpus/decode, which
+# cli/tests/fuzz_corpus.rs replays on stable.
+fuzz secs="60":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+    cd cli && cargo +nightly fuzz run decode fuzz/corpus/decode -- -max_total_time={{secs}}

@@ -85,3 +85,96 @@ pub async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> Stri
     assert!(!message.is_empty());
     message.to_string()
 }
+
+/// A running `ebb` binary, killed on drop if it is still running.
+pub struct Child {
+    pub child: std::process::Child,
+    pub base: String,
+    pub stdout: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Child {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit at most `limit`; `None` if it is still running.
+    pub fn wait_for(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Every line the binary printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.stdout.lock().clone()
+    }
+}
+
+/// Starts `ebb serve --listen 127.0.0.1:0 <args>` and waits for its
+/// "listening on" line.
+pub fn spawn_ebb(args: &[&str]) -> Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("EBB_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the ebb binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let keep = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("ebb serve: listening on ") {
+                let _ = tx.send(addr.to_string());
+            }
+            keep.lock().push(line);
+        }
+    });
+    let base = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("ebb serve says where it listens");
+    Child {
+        child,
+        base,
+        stdout: lines,
+    }
+}
+
+/// A free loopback port (bound and released: another process may take it
+/// in between, which the caller's start then reports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
