@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod pool;
 pub mod purge;
 pub mod scenario;
+pub mod serve;
 
 /// The seeded generator every bench and test shares.
 pub use ebb_testkit::Rng;

@@ -10,19 +10,9 @@ pub fn glibc() -> bool {
 }
 
 /// jemalloc: `arena.<MALLCTL_ARENAS_ALL>.purge` (every arena, dirty and
-/// muzzy pages); true if the control succeeded.
+/// muzzy pages); true if the control succeeded. The `ebb` binary's own.
 pub fn jemalloc() -> bool {
-    let name = b"arena.4096.purge\0";
-    // SAFETY: a NUL-terminated name of a void control; no old or new value.
-    unsafe {
-        tikv_jemalloc_sys::mallctl(
-            name.as_ptr().cast(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
-        ) == 0
-    }
+    ebb::allocator::purge_jemalloc()
 }
 
 /// mimalloc: `mi_collect(true)` (cannot tell what it released: true).

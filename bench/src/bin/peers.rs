@@ -12,6 +12,7 @@
 //! peers lifecycle [--json] [--bytes N] [--points N] [--seed S] [--scenarios close_compaction,...]
 //! peers churn [--json] [--secs N] [--live-bytes N] [--allocators glibc,jemalloc,mimalloc]
 //! peers hnsw [--json] [--n N] [--dim D] [--nq Q] [--seed S] [--data DIR] [--write-data DIR]
+//! peers serve [--json] [--n N] [--dim D] [--nq Q] [--qps-secs S] [--mixed-secs S] [--connections C] [--scrape-datasets D]
 //! ```
 
 use anyhow::{Result, bail};
@@ -26,7 +27,8 @@ peers engine [--json] [--records 1000000] [--seed 7] [--stores ebb,rwlock_hashma
 peers engine-vectors [--json] [--vectors 100000] [--dim 128] [--seed 7] [--stores bare_index,ebb_ingest]\n       \
 peers lifecycle [--json] [--bytes 1073741824] [--points 100000] [--seed 7] [--scenarios close_compaction,close_rebuild,close_hung,burst,cgroup]\n       \
 peers churn [--json] [--secs 300] [--live-bytes 536870912] [--allocators glibc,jemalloc,mimalloc]\n       \
-peers hnsw [--json] [--n 100000] [--dim 128] [--nq 200] [--seed 7] [--data DIR] [--write-data DIR]";
+peers hnsw [--json] [--n 100000] [--dim 128] [--nq 200] [--seed 7] [--data DIR] [--write-data DIR]\n       \
+peers serve [--json] [--n 100000] [--dim 128] [--nq 1000] [--qps-secs 5] [--mixed-secs 20] [--connections 64] [--scrape-datasets 64]";
 
 fn main() -> Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
@@ -40,6 +42,7 @@ fn main() -> Result<()> {
         Some("lifecycle") => lifecycle_scenario(&args),
         Some("churn") => churn(&args),
         Some("hnsw") => sibling("hnsw_bench"),
+        Some("serve") => sibling("serve_bench"),
         Some(other) => bail!("unknown scenario {other:?}\n{USAGE}"),
         None => bail!("{USAGE}"),
     }

@@ -126,10 +126,18 @@ pub fn arena(s: &mut Scrape, st: &ArenaStats, labels: &Labels<'_>) {
 
 /// A pool's series (`ebb_mempool_*`), instance label `pool`; per-tier
 /// series add `tier` (the buffer size in bytes, 0 for an object pool).
+///
+/// A tier that has never been used (no get, nothing retained) has no
+/// series until it is: an engine has one pool per dataset with nine tiers,
+/// of which a workload uses two or three, and idle tiers would be two
+/// thirds of a 64-dataset scrape.
 pub fn pool(s: &mut Scrape, st: &PoolStats, labels: &Labels<'_>) {
     let l = with(labels, &[("pool", &st.name)]);
     let other = is_other(&l);
     for t in &st.tiers {
+        if t.gets_total == 0 && t.retained == 0 && t.in_use == 0 && t.puts_total == 0 {
+            continue;
+        }
         let size = t.size_bytes.to_string();
         let lt = with(&l, &[("tier", &size)]);
         s.gauge(

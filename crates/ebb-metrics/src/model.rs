@@ -9,6 +9,9 @@
 //! its series are in the 0.0.4 text format); label names are static and
 //! label sets are bounded by the caller (see [`crate::LabelCap`]).
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
 /// A metric's type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -92,6 +95,45 @@ pub struct Family {
 #[derive(Debug, Default)]
 pub struct Scrape {
     families: Vec<Family>,
+    /// Family name -> its index in `families`.
+    by_name: HashMap<&'static str, usize, BuildHasherDefault<Fnv>>,
+    /// (family index, hash of the labels) -> the sample with those labels
+    /// (a scrape of 64 datasets pushes ~5k series: a scan per push was
+    /// quadratic).
+    by_labels: HashMap<(usize, u64), usize, BuildHasherDefault<Fnv>>,
+}
+
+/// FNV-1a: the keys are short label strings of our own making (no
+/// adversary picks them), so a fast hash beats SipHash's flood resistance.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+fn labels_hash(labels: &[(&'static str, &str)]) -> u64 {
+    let mut h = Fnv::default();
+    for (k, v) in labels {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
 }
 
 impl Scrape {
@@ -142,15 +184,9 @@ impl Scrape {
 
     /// The family `name`, made on first use; `None` if it exists with
     /// another type (the series is then dropped: one name, one type).
-    fn family(
-        &mut self,
-        name: &'static str,
-        help: &'static str,
-        kind: Kind,
-    ) -> Option<&mut Family> {
-        // Families per scrape are a few dozen: a scan beats a map here.
-        let i = match self.families.iter().position(|f| f.name == name) {
-            Some(i) => i,
+    fn family(&mut self, name: &'static str, help: &'static str, kind: Kind) -> Option<usize> {
+        let i = match self.by_name.get(name) {
+            Some(&i) => i,
             None => {
                 self.families.push(Family {
                     name,
@@ -158,11 +194,11 @@ impl Scrape {
                     kind,
                     samples: Vec::new(),
                 });
+                self.by_name.insert(name, self.families.len() - 1);
                 self.families.len() - 1
             }
         };
-        let f = &mut self.families[i];
-        (f.kind == kind).then_some(f)
+        (self.families[i].kind == kind).then_some(i)
     }
 
     /// Adds a series; one whose labels equal an earlier one's (two
@@ -177,22 +213,33 @@ impl Scrape {
         labels: &[(&'static str, &str)],
         value: Value,
     ) {
-        let Some(family) = self.family(name, help, kind) else {
+        let Some(fi) = self.family(name, help, kind) else {
             return;
         };
-        let same = |s: &&mut Sample| {
+        let same = |s: &Sample| {
             s.labels.len() == labels.len()
                 && s.labels
                     .iter()
                     .zip(labels)
                     .all(|(a, b)| a.0 == b.0 && a.1 == b.1)
         };
-        if let Some(existing) = family.samples.iter_mut().find(same) {
-            existing.value.add(&value);
+        let hash = labels_hash(labels);
+        let family = &mut self.families[fi];
+        let existing = match self.by_labels.get(&(fi, hash)) {
+            Some(&i) if same(&family.samples[i]) => Some(i),
+            // A hash collision: look the slow way.
+            Some(_) => family.samples.iter().position(same),
+            None => None,
+        };
+        if let Some(i) = existing {
+            family.samples[i].value.add(&value);
             return;
         }
         let labels = labels.iter().map(|&(k, v)| (k, v.to_string())).collect();
         family.samples.push(Sample { labels, value });
+        self.by_labels
+            .entry((fi, hash))
+            .or_insert(family.samples.len() - 1);
     }
 
     /// The families collected.

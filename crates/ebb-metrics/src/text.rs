@@ -118,7 +118,7 @@ fn family(out: &mut String, f: &Family, format: Format) {
     };
     let help = match format {
         Format::Text => escape_help(f.help),
-        Format::OpenMetrics => escape_label(f.help),
+        Format::OpenMetrics => escape_label(f.help).into_owned(),
     };
     let _ = writeln!(out, "# HELP {declared} {help}");
     let _ = writeln!(out, "# TYPE {declared} {kind}");
@@ -181,13 +181,25 @@ fn series(
                 out.push(',');
             }
             first = false;
-            let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+            out.push_str(k);
+            out.push_str("=\"");
+            out.push_str(&escape_label(v));
+            out.push('"');
         }
         out.push('}');
     }
     out.push(' ');
-    out.push_str(&number(value));
+    push_number(out, value);
     out.push('\n');
+}
+
+/// [`number`] written into `out` (no allocation for the common cases).
+fn push_number(out: &mut String, v: f64) {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        out.push_str(&number(v));
+    }
 }
 
 /// A sample value as Prometheus parses it (`+Inf`, `-Inf`, `NaN`).
@@ -210,10 +222,15 @@ fn escape_help(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn escape_label(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+    )
 }
 
 #[cfg(test)]

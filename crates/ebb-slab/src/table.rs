@@ -75,6 +75,11 @@ type Chunk = [SlabEntry; CHUNK_LEN];
 
 pub(crate) struct SlabTable {
     chunks: Box<[AtomicPtr<Chunk>]>,
+    /// One past the highest id [`ensure`](Self::ensure)d: no entry at or
+    /// above it was ever used, so [`entries`](Self::entries) stops there
+    /// (a scrape walks every arena's table; most use a few slabs of a
+    /// 1024-entry chunk).
+    high: AtomicUsize,
 }
 
 impl SlabTable {
@@ -83,6 +88,7 @@ impl SlabTable {
             chunks: (0..CHUNKS)
                 .map(|_| AtomicPtr::new(ptr::null_mut()))
                 .collect(),
+            high: AtomicUsize::new(0),
         }
     }
 
@@ -108,10 +114,22 @@ impl SlabTable {
             let chunk: Box<Chunk> = Box::new(std::array::from_fn(|_| SlabEntry::new()));
             slot.store(Box::into_raw(chunk), Ordering::Release);
         }
+        // Under the pool lock: no other writer. Release pairs with the
+        // Acquire in `entries`, after the chunk's publication above.
+        let next = id as usize + 1;
+        if next > self.high.load(Ordering::Relaxed) {
+            self.high.store(next, Ordering::Release);
+        }
     }
 
     /// Every entry that exists, with its id.
     pub fn entries(&self) -> impl Iterator<Item = (u32, &SlabEntry)> {
+        let high = self.high.load(Ordering::Acquire);
+        self.entries_all()
+            .take_while(move |(id, _)| (*id as usize) < high)
+    }
+
+    fn entries_all(&self) -> impl Iterator<Item = (u32, &SlabEntry)> {
         self.chunks.iter().enumerate().flat_map(|(c, slot)| {
             let chunk = slot.load(Ordering::Acquire);
             (!chunk.is_null())
