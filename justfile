@@ -127,6 +127,13 @@ churn *ARGS:
     cargo build --release -p ebb-bench --bins
     ./target/release/peers churn --json {{ARGS}}
 
+# `ebb serve` over HTTP beside the same engine in-process: search QPS (2
+# connections vs 1 thread), 64 connections of mixed requests, a scrape of
+# 64 datasets, the idle server's RSS.
+serve-bench *ARGS:
+    cargo build --release -p ebb -p ebb-bench --bins
+    ./target/release/peers serve --json {{ARGS}}
+
 # Fuzz the request decoders of `ebb serve` (nightly + cargo-fuzz, installed
 # if missing); new inputs land in cli/fuzz/corpus/decode, which
 # cli/tests/fuzz_corpus.rs replays on stable.

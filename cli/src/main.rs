@@ -47,7 +47,7 @@ fn serve(config: ebb::serve::ServeConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -78,5 +78,9 @@ fn serve(config: ebb::serve::ServeConfig) -> ExitCode {
         } else {
             ExitCode::SUCCESS
         }
-    })
+    });
+    // A blocking task still running (one the close deadline abandoned)
+    // must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }

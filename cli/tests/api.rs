@@ -718,3 +718,67 @@ async fn a_non_loopback_address_needs_a_token() {
     };
     assert!(e.to_string().contains("--admin-token"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_flight_are_bounded_and_charged_to_the_budget() {
+    use std::io::Write;
+    // 64 KiB bodies: at most 4 x 64 KiB in flight.
+    let s = start_with(None, Some(64 << 10), common::engine_config()).await;
+    let c = Client::new();
+    create(&c, &s, "d", 2).await;
+    // Four uploads that declare 60 000 bytes and stall after 1 000.
+    let mut stalled = Vec::new();
+    for i in 0..4 {
+        let mut t = std::net::TcpStream::connect(s.addr).unwrap();
+        write!(
+            t,
+            "PUT /v1/datasets/d/kv/slow{i} HTTP/1.1\r\nhost: x\r\ncontent-length: 60000\r\n\r\n"
+        )
+        .unwrap();
+        t.write_all(&[1u8; 1000]).unwrap();
+        stalled.push(t);
+    }
+    // Let the server take them.
+    let charged = |engine: &ebb_engine::Engine| {
+        engine
+            .budget()
+            .stats()
+            .consumers
+            .iter()
+            .find(|c| c.name == ebb::serve::body::BODY_CONSUMER)
+            .map_or(0, |c| c.reserved_bytes)
+    };
+    let t0 = std::time::Instant::now();
+    while charged(&s.engine) < 4 * 59 * 1024 && t0.elapsed().as_secs() < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        charged(&s.engine) >= 4 * 59 * 1024,
+        "{}",
+        charged(&s.engine)
+    );
+    let r = c
+        .put(s.url("/v1/datasets/d/kv/fifth"))
+        .body(vec![2u8; 60_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
+    expect_error(r, 503, "server_busy").await;
+    drop(stalled);
+    // The stalled bodies' bound and charge are given back.
+    let t0 = std::time::Instant::now();
+    while charged(&s.engine) > 0 && t0.elapsed().as_secs() < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(charged(&s.engine), 0);
+    let r = c
+        .put(s.url("/v1/datasets/d/kv/fifth"))
+        .body(vec![2u8; 60_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(dataset(&c, &s, "d").await["records"], 1);
+    s.stop().await;
+}

@@ -65,7 +65,8 @@ impl DatasetConfig {
     }
 }
 
-/// Checks a dataset name: 1..=64 bytes of `[A-Za-z0-9_-]`.
+/// Checks a dataset name: 1..=64 bytes of `[A-Za-z0-9_-]`, not `other`
+/// (reserved for the metrics of datasets past the label cap).
 pub fn check_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "empty"
@@ -76,6 +77,10 @@ pub fn check_name(name: &str) -> Result<()> {
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         "outside [A-Za-z0-9_-]"
+    } else if name == ebb_metrics::OTHER {
+        // The metrics' label for datasets past the label cap: a dataset of
+        // that name would merge with them unseen.
+        "reserved (the metrics label of datasets past metrics_dataset_labels)"
     } else {
         return Ok(());
     };

@@ -97,6 +97,17 @@ impl Deref for Value {
     }
 }
 
+/// Why [`Engine::ingest_all`] stopped, and how many rows it had stored
+/// by then (0 for every refusal before the first row).
+#[derive(Debug, thiserror::Error)]
+#[error("{error} ({stored} rows stored before it)")]
+pub struct IngestError {
+    /// The refusal.
+    pub error: Error,
+    /// Rows stored before it.
+    pub stored: usize,
+}
+
 /// One search result.
 #[derive(Debug)]
 pub struct Hit {
@@ -498,17 +509,39 @@ impl Engine {
         self.after_write(self.ingest_into(&d, batch, self.inner.config.max_value_bytes as usize))
     }
 
-    /// Checks a vectors batch as [`ingest`](Self::ingest) would, storing
-    /// nothing: a caller with several batches checks them all first so a
-    /// bad one changes nothing. Returns the rows it holds.
-    pub fn check_ingest(&self, dataset: &str, batch: &RecordBatch) -> Result<usize> {
-        let d = self.dataset(dataset)?;
-        Ok(arrow::check_vectors(
-            batch,
-            d.config.dim,
-            self.inner.config.max_value_bytes as usize,
-        )?
-        .len())
+    /// Stores every row of several vectors batches as one write: one
+    /// admission (close waits for all of it, or none of it starts), one
+    /// pressure check, and every batch checked before any row is stored,
+    /// so a bad batch anywhere changes nothing. A refusal past that point
+    /// (the budget, a cancel) leaves the rows before it stored, and says
+    /// how many in [`IngestError::stored`].
+    pub fn ingest_all(
+        &self,
+        dataset: &str,
+        batches: &[RecordBatch],
+    ) -> std::result::Result<usize, IngestError> {
+        let unstored = |error| IngestError { error, stored: 0 };
+        let (_write, d) = self.dataset_for_write(dataset).map_err(unstored)?;
+        self.check_pressure().map_err(unstored)?;
+        let max = self.inner.config.max_value_bytes as usize;
+        for b in batches {
+            arrow::check_vectors(b, d.config.dim, max).map_err(unstored)?;
+        }
+        let mut stored = 0usize;
+        for b in batches {
+            match self.after_write(self.ingest_into(&d, b, max)) {
+                Ok(n) => stored += n,
+                Err(Error::Cancelled { done }) => {
+                    stored += done;
+                    return Err(IngestError {
+                        error: Error::Cancelled { done: stored },
+                        stored,
+                    });
+                }
+                Err(error) => return Err(IngestError { error, stored }),
+            }
+        }
+        Ok(stored)
     }
 
     pub(crate) fn ingest_into(

@@ -12,7 +12,8 @@
 //! Bounded labels: datasets are labelled by name in name order up to
 //! `metrics_dataset_labels` (64), the rest as `other` (their series summed,
 //! their ratios left out); a capped dataset's budget consumers become
-//! `other/<part>`.
+//! `other/<part>`; consumers outside any dataset (no `/` in the name, such
+//! as the server's `http_bodies`) keep their name.
 
 use std::sync::Arc;
 
@@ -60,7 +61,10 @@ impl Engine {
         }
         let budget = self.inner.budget.stats();
         collect::budget_labelled(s, &budget, |consumer| {
-            let (ds, part) = consumer.split_once('/').unwrap_or((consumer, ""));
+            // A consumer of no dataset (a server's, say) keeps its name.
+            let Some((ds, part)) = consumer.split_once('/') else {
+                return consumer.to_string();
+            };
             match labelled.iter().find(|(name, _)| name == ds) {
                 Some((_, label)) if *label == OTHER => format!("{OTHER}/{part}"),
                 Some(_) => consumer.to_string(),

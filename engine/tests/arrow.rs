@@ -251,3 +251,22 @@ fn a_bad_batch_is_refused_whole() {
     );
     assert_eq!(engine.ingest("a", &good).unwrap(), 3000);
 }
+
+#[test]
+fn ingest_all_is_one_write_checked_whole() {
+    let engine = engine();
+    let good = vectors_batch(&[1, 2], vec![1.0; 2 * DIM], DIM, vec![None, None]);
+    let mut bad_values = vec![1.0; 2 * DIM];
+    bad_values[DIM + 1] = f32::NAN;
+    let bad = vectors_batch(&[3, 4], bad_values, DIM, vec![None, None]);
+    let e = engine.ingest_all("a", &[good.clone(), bad]).unwrap_err();
+    assert!(matches!(e.error, Error::NonFinite { .. }), "{e}");
+    assert_eq!(e.stored, 0);
+    assert_eq!(engine.dataset_stats("a").unwrap().vectors, 0);
+    let again = vectors_batch(&[5, 6], vec![2.0; 2 * DIM], DIM, vec![Some(b"p"), None]);
+    assert_eq!(engine.ingest_all("a", &[good, again]).unwrap(), 4);
+    assert_eq!(engine.dataset_stats("a").unwrap().vectors, 4);
+    let e = engine.ingest_all("nope", &[]).unwrap_err();
+    assert!(matches!(e.error, Error::UnknownDataset { .. }), "{e}");
+    engine.close_blocking().unwrap();
+}

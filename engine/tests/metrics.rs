@@ -120,6 +120,11 @@ fn scraped_values_are_the_stats_they_read() {
 #[test]
 fn datasets_past_the_cap_are_summed_under_other() {
     let engine = Engine::open(config()).unwrap();
+    // The capped bucket's label is not a dataset name.
+    assert!(matches!(
+        engine.create_dataset("other", DatasetConfig::new(2, Metric::L2)),
+        Err(ebb_engine::Error::BadName { .. })
+    ));
     for d in 0..7 {
         let name = format!("d{d}");
         engine

@@ -15,10 +15,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use ebb_engine::{DatasetConfig, Engine, kv_schema, vector_schema};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::body::read_body;
 use super::decode::{self, ARROW_STREAM};
 use super::error::{ApiError, ApiResult};
 use super::report;
@@ -31,40 +31,18 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request("bad_path", e.body_text()))
 }
 
-/// The request body, refusing one over `max_body_bytes` with 413 (by its
-/// `Content-Length` before reading, else once the limit is passed).
-pub(crate) async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> ApiResult<Bytes> {
-    let limit = state.max_body_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body is over max_body_bytes = {limit}"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+/// 503 before a write's body is read, while the engine refuses writes
+/// (Critical pressure): the client learns at once, and the server does
+/// not buffer a body it would refuse.
+fn refuse_at_critical(state: &AppState) -> ApiResult<()> {
+    if state.engine.pressure_level() == ebb_engine::PressureLevel::Critical {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "memory_pressure",
+            "memory pressure is critical: writes are refused until memory is back under the soft limit",
+        ));
     }
-    let mut stream = body.into_data_stream();
-    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("bad_body", format!("could not read the body: {e}"))
-        })?;
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buf))
+    Ok(())
 }
 
 fn content_type(headers: &HeaderMap) -> Option<&str> {
@@ -73,10 +51,14 @@ fn content_type(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+fn is_json(media: &str) -> bool {
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
 /// 415 unless the body is JSON.
 fn require_json(headers: &HeaderMap) -> ApiResult<()> {
     let media = decode::media_type(content_type(headers));
-    if media == "application/json" || media.ends_with("+json") {
+    if is_json(&media) {
         Ok(())
     } else {
         Err(unsupported(&media, "application/json"))
@@ -176,6 +158,7 @@ pub(crate) async fn put_kv(
     if !(media.is_empty() || media == "application/octet-stream") {
         return Err(unsupported(&media, "application/octet-stream"));
     }
+    refuse_at_critical(&state)?;
     let value = read_body(&state, &headers, body).await?;
     state.engine.put(&name, key.as_bytes(), &value)?;
     Ok(StatusCode::NO_CONTENT)
@@ -226,7 +209,7 @@ pub(crate) async fn upsert_vectors(
     let name = path(name)?;
     let media = decode::media_type(content_type(&headers));
     let arrow = media == ARROW_STREAM;
-    if !arrow && media != "application/json" {
+    if !arrow && !is_json(&media) {
         return Err(unsupported(
             &media,
             "application/json or application/vnd.apache.arrow.stream",
@@ -240,23 +223,25 @@ pub(crate) async fn upsert_vectors(
         .find(|d| d.name == name)
         .map(|d| d.config.dim)
         .ok_or_else(|| ebb_engine::Error::UnknownDataset { name: name.clone() })?;
+    refuse_at_critical(&state)?;
     let body = read_body(&state, &headers, body).await?;
     let engine = state.engine.clone();
     let stored = blocking(move || {
+        let body = body;
         let batches: Vec<RecordBatch> = if arrow {
             decode::arrow_stream(&body)?
         } else {
             vec![decode::vectors_json(&body, dim)?]
         };
-        // Every batch checked before any is stored.
-        for b in &batches {
-            engine.check_ingest(&name, b)?;
-        }
-        let mut stored = 0usize;
-        for b in &batches {
-            stored += engine.ingest(&name, b)?;
-        }
-        Ok(stored)
+        // One write: every batch checked before any is stored.
+        engine.ingest_all(&name, &batches).map_err(|e| {
+            let stored = e.stored;
+            let mut api = ApiError::from(e.error);
+            if stored > 0 {
+                api.message = format!("{} ({stored} rows were stored before it)", api.message);
+            }
+            api
+        })
     })
     .await?;
     Ok(Json(json!({ "stored": stored })))
@@ -288,7 +273,7 @@ pub(crate) async fn search(
     name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let name = path(name)?;
     require_json(&headers)?;
     let body = read_body(&state, &headers, body).await?;
@@ -296,8 +281,60 @@ pub(crate) async fn search(
     // A search is a few hundred microseconds of CPU: on the async thread,
     // as a blocking-pool hop would cost more than it saves.
     let hits = state.engine.search(&name, &req.vector, req.k)?;
-    let hits: Vec<Value> = hits.iter().map(report::hit).collect();
-    Ok(Json(json!({ "hits": hits })))
+    let body = serde_json::to_vec(&report::SearchJson {
+        hits: hits.iter().map(report::HitJson::new).collect(),
+    })
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+type Scan = Box<dyn Iterator<Item = ebb_engine::Result<RecordBatch>> + Send>;
+
+/// How long the export waits for a client to take the next chunk before it
+/// gives up (a client that stops reading must not hold a blocking thread
+/// and a scan forever).
+const EXPORT_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Writes `scan` as an IPC stream into `tx`, chunk by chunk, from a
+/// blocking thread; `Err` says why it stopped short.
+fn write_stream(
+    handle: &tokio::runtime::Handle,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    schema: &arrow_schema::SchemaRef,
+    scan: Scan,
+) -> Result<(), String> {
+    let send = |chunk: Vec<u8>| -> Result<(), String> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match handle.block_on(tokio::time::timeout(
+            EXPORT_SEND_TIMEOUT,
+            tx.send(Ok(Bytes::from(chunk))),
+        )) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("the client went away".into()),
+            Err(_) => Err(format!(
+                "the client took no data for {} s",
+                EXPORT_SEND_TIMEOUT.as_secs()
+            )),
+        }
+    };
+    let mut writer = StreamWriter::try_new(Vec::new(), schema).map_err(|e| e.to_string())?;
+    send(std::mem::take(writer.get_mut()))?;
+    for batch in scan {
+        let batch = batch.map_err(|e| e.to_string())?;
+        writer.write(&batch).map_err(|e| e.to_string())?;
+        send(std::mem::take(writer.get_mut()))?;
+    }
+    writer.finish().map_err(|e| e.to_string())?;
+    send(std::mem::take(writer.get_mut()))
 }
 
 /// Which part of a dataset an export streams.
@@ -343,11 +380,17 @@ pub(crate) async fn export(
         .find(|d| d.name == name)
         .map(|d| d.config.dim)
         .ok_or_else(|| ebb_engine::Error::UnknownDataset { name: name.clone() })?;
-    // Scans are made here so an error before the first byte is an answer.
-    let scan: Box<dyn Iterator<Item = ebb_engine::Result<RecordBatch>> + Send> = match part {
-        Part::Vectors => Box::new(engine.scan(&name)?),
-        Part::Kv => Box::new(engine.scan_kv(&name)?),
-    };
+    // The scan is made first (it copies the ids: off the async threads),
+    // so an error before the first byte is an answer.
+    let scan_engine = engine.clone();
+    let scan_name = name.clone();
+    let scan = blocking(move || -> ApiResult<Scan> {
+        Ok(match part {
+            Part::Vectors => Box::new(scan_engine.scan(&scan_name)?),
+            Part::Kv => Box::new(scan_engine.scan_kv(&scan_name)?),
+        })
+    })
+    .await?;
     let schema = match part {
         Part::Vectors => vector_schema(dim),
         Part::Kv => kv_schema(),
@@ -355,41 +398,34 @@ pub(crate) async fn export(
     // The blocking side writes IPC messages into a channel of a few
     // chunks; the body streams them (the whole dataset is never buffered).
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::clone(&finished);
+    let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let fail = |tx: &tokio::sync::mpsc::Sender<_>, e: String| {
-            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        let fail = |e: String| {
+            let _ = tx.try_send(Err(std::io::Error::other(e)));
         };
-        let mut writer = match StreamWriter::try_new(Vec::new(), &schema) {
-            Ok(w) => w,
-            Err(e) => return fail(&tx, e.to_string()),
-        };
-        let flush = |writer: &mut StreamWriter<Vec<u8>>| {
-            let chunk = std::mem::take(writer.get_mut());
-            chunk.is_empty() || tx.blocking_send(Ok(Bytes::from(chunk))).is_ok()
-        };
-        if !flush(&mut writer) {
-            return;
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write_stream(&handle, &tx, &schema, scan)
+        }));
+        match run {
+            Ok(Ok(())) => done.store(true, std::sync::atomic::Ordering::Release),
+            Ok(Err(e)) => fail(e),
+            Err(_) => fail("the export failed".into()),
         }
-        for batch in scan {
-            let batch = match batch {
-                Ok(b) => b,
-                Err(e) => return fail(&tx, e.to_string()),
-            };
-            if let Err(e) = writer.write(&batch) {
-                return fail(&tx, e.to_string());
-            }
-            // A client that went away ends the scan.
-            if !flush(&mut writer) {
-                return;
-            }
-        }
-        if let Err(e) = writer.finish() {
-            return fail(&tx, e.to_string());
-        }
-        flush(&mut writer);
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    // A channel that closes before the producer said it finished (a
+    // failure, a panic, a refused task) ends the body with an error, so
+    // the client sees a broken transfer, never a short stream as if whole.
+    let stream = futures_util::stream::unfold((rx, finished), |(mut rx, finished)| async move {
+        match rx.recv().await {
+            Some(item) => Some((item, (rx, finished))),
+            None if finished.load(std::sync::atomic::Ordering::Acquire) => None,
+            None => Some((
+                Err(std::io::Error::other("the export stopped before its end")),
+                (rx, Arc::new(std::sync::atomic::AtomicBool::new(true))),
+            )),
+        }
     });
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM))],

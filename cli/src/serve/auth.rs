@@ -1,8 +1,10 @@
 //! The admin token: debug and admin routes need `Authorization: Bearer
 //! <token>` when one is set (401 without the header, 403 with another
-//! token). Compared in constant time: every byte of the longer of the two
-//! is looked at whatever the first difference, so the answer's timing says
-//! nothing about how much of a guess was right.
+//! token; the scheme is matched case-insensitively, as RFC 7235 has it).
+//! Compared in constant time: the loop runs over the guess's bytes (each
+//! against the token's byte at that place, cycling), whatever the first
+//! difference, so its timing depends only on the guess's own length:
+//! nothing about how much of it was right, nor the token's length.
 
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
@@ -10,14 +12,14 @@ use axum::http::header::AUTHORIZATION;
 
 use super::error::ApiError;
 
-/// Equal bytes, in time that depends only on the lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len().max(b.len());
-    let mut diff = (a.len() ^ b.len()) as u64;
-    for i in 0..n {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= u64::from(x ^ y);
+/// `given == secret`, in time that depends only on `given.len()`.
+pub fn constant_time_eq(given: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return given.is_empty();
+    }
+    let mut diff = (given.len() ^ secret.len()) as u64;
+    for (i, x) in given.iter().enumerate() {
+        diff |= u64::from(x ^ secret[i % secret.len()]);
     }
     std::hint::black_box(diff) == 0
 }
@@ -34,13 +36,16 @@ pub fn check(token: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
             "this route needs Authorization: Bearer <admin token>",
         ));
     };
-    let given = value.as_bytes().strip_prefix(b"Bearer ").ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing_token",
-            "the Authorization header is not `Bearer <token>`",
-        )
-    })?;
+    let raw = value.as_bytes();
+    let given = (raw.len() >= 7 && raw[..7].eq_ignore_ascii_case(b"bearer "))
+        .then(|| &raw[7..])
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                "the Authorization header is not `Bearer <token>`",
+            )
+        })?;
     if constant_time_eq(given, token.as_bytes()) {
         Ok(())
     } else {
@@ -62,6 +67,8 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
+        assert!(!constant_time_eq(b"x", b""));
+        assert!(!constant_time_eq(b"secretsecret", b"secret"));
         assert!(constant_time_eq(b"", b""));
     }
 
@@ -80,6 +87,13 @@ mod tests {
         );
         h.insert(AUTHORIZATION, "Bearer t".parse().unwrap());
         assert!(check(Some("t"), &h).is_ok());
+        h.insert(AUTHORIZATION, "bearer t".parse().unwrap());
+        assert!(check(Some("t"), &h).is_ok());
+        h.insert(AUTHORIZATION, "Bearer tt".parse().unwrap());
+        assert_eq!(
+            check(Some("t"), &h).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
         h.insert(AUTHORIZATION, "Basic t".parse().unwrap());
         assert_eq!(
             check(Some("t"), &h).unwrap_err().status,

@@ -3,12 +3,15 @@
 //!
 //! What it owns: the listener, the router ([`routes`]), the server's own
 //! metrics, and the order of a shutdown: on the signal (SIGTERM, Ctrl-C,
-//! or the future given to [`Server::run`]) `/readyz` answers 503, the
-//! listener stops taking connections while requests in flight finish, and
-//! the engine closes with its deadline (writes admitted before it are in
-//! the closing snapshot; later ones get 503 `closing`). The report says
-//! whether a worker missed the deadline, which the binary turns into its
-//! exit code.
+//! or the future given to [`Server::run`]) `/readyz` answers 503 and the
+//! listener stops taking connections; requests in flight get a grace of
+//! a tenth of the close deadline (at most 2 s) to finish; then the engine
+//! closes with its deadline (writes admitted before it are in the closing
+//! snapshot; later ones get 503 `closing`). At worst the run returns
+//! grace + deadline + 2 s after the signal (the last 2 s for a request
+//! still being answered); with workers that stop, in milliseconds. The
+//! report says whether a worker missed the deadline, which the binary
+//! turns into its exit code.
 //!
 //! Invariants: a listen address that is not loopback needs an admin token
 //! ([`ServeError::TokenRequired`]); every error answer is the JSON body of
@@ -16,6 +19,7 @@
 
 mod api;
 pub mod auth;
+pub mod body;
 pub mod decode;
 pub mod error;
 pub mod http_metrics;
@@ -40,6 +44,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
 /// The default `max_body_bytes`: 64 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
+
+/// How long requests in flight get to finish before the engine closes (at
+/// most a tenth of the close deadline).
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long the server waits, after the engine closed, for requests still
 /// in flight before it returns anyway.
@@ -102,6 +110,7 @@ pub struct AppState {
     pub(crate) admin_token: Option<String>,
     pub(crate) max_body_bytes: usize,
     pub(crate) http: http_metrics::HttpMetrics,
+    pub(crate) bodies: body::BodyLimiter,
     /// Set when shutdown begins: `/readyz` answers 503.
     pub(crate) shutting_down: AtomicBool,
 }
@@ -158,6 +167,7 @@ impl Server {
                 admin_token: config.admin_token,
                 max_body_bytes: config.max_body_bytes,
                 http: http_metrics::HttpMetrics::default(),
+                bodies: body::BodyLimiter::new(config.max_body_bytes),
                 shutting_down: AtomicBool::new(false),
             }),
         })
@@ -188,16 +198,24 @@ impl Server {
             }
         });
         shutdown.await;
-        tracing::info!("shutting down: not ready, closing the engine");
+        tracing::info!("shutting down: not ready, draining, then closing the engine");
         self.state.shutting_down.store(true, Ordering::SeqCst);
         stop_accepting.cancel();
+        // Requests in flight (an upload still arriving, say) finish before
+        // the engine closes, for a short grace; what is still running
+        // after it meets the close (writes get 503 `closing`).
+        let deadline = self.state.engine.config().shutdown_deadline_secs as f64;
+        let grace = Duration::from_secs_f64((deadline / 10.0).min(DRAIN_GRACE.as_secs_f64()));
+        let mut server = server;
+        let drained = tokio::time::timeout(grace, &mut server).await.is_ok();
         let close = self.state.engine.close().await;
         if close.deadline_missed {
             tracing::warn!(missed = ?close.missed, "workers missed the close deadline");
         }
-        let drain_timed_out = tokio::time::timeout(DRAIN_AFTER_CLOSE, server)
-            .await
-            .is_err();
+        let drain_timed_out = !drained
+            && tokio::time::timeout(DRAIN_AFTER_CLOSE, server)
+                .await
+                .is_err();
         ServeReport {
             close,
             drain_timed_out,

@@ -49,8 +49,13 @@ pub(crate) fn scrape(state: &AppState) -> Scrape {
 }
 
 pub(crate) async fn metrics(State(state): AppStateRef, headers: HeaderMap) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let format = Format::from_accept(accept);
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let accept = accept.join(",");
+    let format = Format::from_accept((!accept.is_empty()).then_some(accept.as_str()));
     let body = format.encode(&scrape(&state));
     (
         [(

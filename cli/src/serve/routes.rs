@@ -1,6 +1,6 @@
 //! The router: every route, its handler, and the layers every request
 //! goes through (request metrics by route template; JSON answers for an
-//! unknown route and a wrong method).
+//! unknown route, a wrong method and a handler that panicked).
 //!
 //! | route | handler |
 //! |---|---|
@@ -72,7 +72,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Bodies are read by the handlers against max_body_bytes (with a
         // JSON 413), not by axum's default 2 MiB limit.
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(catch_panic))
         .with_state(state)
+}
+
+/// A handler that panics answers a JSON 500 (and logs it) instead of a
+/// reset connection: no caller input is meant to reach a panic, and if one
+/// does the client still gets the error body every answer has.
+async fn catch_panic(request: Request, next: Next) -> Response {
+    use futures_util::FutureExt;
+    let route = request.uri().path().to_string();
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(%route, "a request handler panicked");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request failed inside the server (logged)",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Records a matched request's route template, status class and time.

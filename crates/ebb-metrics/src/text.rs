@@ -35,33 +35,35 @@ pub enum Format {
 impl Format {
     /// The format a request's `Accept` header asks for: OpenMetrics only
     /// when `application/openmetrics-text` is listed with a quality above
-    /// every other acceptable type's (ties go to 0.0.4); 0.0.4 otherwise,
-    /// and when there is no header.
+    /// that of `text/plain` (a wildcard such as `*/*` asks for nothing in
+    /// particular; ties go to 0.0.4); 0.0.4 otherwise, and when there is
+    /// no header. Several `Accept` headers are one list joined by commas.
     pub fn from_accept(accept: Option<&str>) -> Format {
         let Some(accept) = accept else {
             return Format::Text;
         };
         let mut openmetrics = 0.0f64;
-        let mut other = 0.0f64;
+        let mut text = 0.0f64;
         for item in accept.split(',') {
             let mut parts = item.split(';');
             let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let mut q = 1.0f64;
             for p in parts {
-                if let Some(v) = p.trim().strip_prefix("q=") {
+                let p = p.trim();
+                if let Some(v) = p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")) {
                     q = v.trim().parse().unwrap_or(0.0);
                 }
             }
             if !(q.is_finite() && q > 0.0) {
                 continue;
             }
-            if media == "application/openmetrics-text" {
-                openmetrics = openmetrics.max(q);
-            } else if !media.is_empty() {
-                other = other.max(q);
+            match media.as_str() {
+                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+                "text/plain" => text = text.max(q),
+                _ => {}
             }
         }
-        if openmetrics > other {
+        if openmetrics > text {
             Format::OpenMetrics
         } else {
             Format::Text
@@ -367,6 +369,15 @@ mod tests {
             Text
         );
         assert_eq!(Format::from_accept(Some("garbage;;q=x,,")), Text);
+        // A specific type beats a wildcard at the same quality.
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text, */*")),
+            OpenMetrics
+        );
+        assert_eq!(
+            Format::from_accept(Some("text/plain;Q=0.2,application/openmetrics-text;Q=0.9")),
+            OpenMetrics
+        );
     }
 
     #[test]
