@@ -96,7 +96,7 @@ fn critical_refuses_writes_keeps_what_was_accepted_and_recovers_after_a_drop() {
     }
     // A new dataset is a write too.
     assert!(matches!(
-        engine.create_dataset("other", DatasetConfig::new(2, ebb_engine::Metric::L2)),
+        engine.create_dataset("spare", DatasetConfig::new(2, ebb_engine::Metric::L2)),
         Err(Error::MemoryPressure { .. })
     ));
     engine.drop_dataset("big").unwrap();
@@ -104,9 +104,9 @@ fn critical_refuses_writes_keeps_what_was_accepted_and_recovers_after_a_drop() {
         engine.pressure_level() < PressureLevel::Critical
     });
     engine
-        .create_dataset("other", DatasetConfig::new(2, ebb_engine::Metric::L2))
+        .create_dataset("spare", DatasetConfig::new(2, ebb_engine::Metric::L2))
         .unwrap();
-    engine.put("other", b"k", b"v").unwrap();
+    engine.put("spare", b"k", b"v").unwrap();
     engine.close_blocking().unwrap();
 }
 
