@@ -140,3 +140,9 @@ serve-bench *ARGS:
 fuzz secs="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
     cd cli && cargo +nightly fuzz run decode fuzz/corpus/decode -- -max_total_time={{secs}}
+
+# The 20-minute soak (release build): samples.csv, rss.png/svg and
+# summary.json in target/soak/, exit 0 only when the verdict passes.
+soak *ARGS:
+    cargo build --release -p ebb
+    ./target/release/ebb soak --duration 20m --out target/soak {{ARGS}}

@@ -19,10 +19,108 @@ pub fn command() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(serve_command())
+        .subcommand(soak_command())
+}
+
+fn engine_key_args(mut c: Command) -> Command {
+    for key in KEYS {
+        c = c.arg(
+            Arg::new(*key)
+                .long(key.replace('_', "-"))
+                .value_name("VALUE")
+                .help(format!(
+                    "Engine config key `{key}` [env EBB_{}]",
+                    key.to_ascii_uppercase()
+                )),
+        );
+    }
+    c
+}
+
+fn soak_command() -> Command {
+    let c = Command::new("soak")
+        .about("Run an embedded engine under sustained load, sample it every second, write samples.csv, rss.png/svg and summary.json, and judge it (exit 0 only on a pass)")
+        .arg(Arg::new("duration").long("duration").value_name("TIME").help("How long the load runs: 20m, 90s, 1h30m [default: 20m]"))
+        .arg(Arg::new("out").long("out").value_name("DIR").help("Where the files go [default: target/soak]"))
+        .arg(Arg::new("config").long("config").value_name("FILE").help("TOML file of engine config keys"))
+        .arg(Arg::new("seed").long("seed").value_name("N").help("Seed of the load [default: 7]"))
+        .arg(Arg::new("dim").long("dim").value_name("D").help("Vector dimension [default: 64]"))
+        .arg(Arg::new("writers").long("writers").value_name("N").help("Writer threads [default: 2]"))
+        .arg(Arg::new("live-bytes").long("live-bytes").value_name("BYTES").help("Live bytes held in steady state [default: 268435456]"))
+        .arg(Arg::new("write-bytes-per-sec").long("write-bytes-per-sec").value_name("BYTES").help("Each writer's pace [default: 8388608]"))
+        .arg(Arg::new("cycle-secs").long("cycle-secs").value_name("SECS").help("Create/drop period of the cycling dataset [default: 20]"))
+        .arg(Arg::new("plant").long("plant").value_name("KIND").hide(true));
+    engine_key_args(c)
+}
+
+/// The soak's configuration from `soak`'s matches.
+pub fn soak_config(m: &ArgMatches) -> Result<crate::soak::SoakConfig, CliError> {
+    fn num<T: std::str::FromStr>(
+        m: &ArgMatches,
+        name: &'static str,
+        default: T,
+        allowed: &'static str,
+    ) -> Result<T, CliError> {
+        match m.get_one::<String>(name) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|_| CliError::Bad {
+                name: format!("--{name}"),
+                value: v.clone(),
+                allowed,
+            }),
+        }
+    }
+    let duration = match m.get_one::<String>("duration") {
+        None => std::time::Duration::from_secs(20 * 60),
+        Some(v) => crate::soak::parse_duration(v).map_err(|_| CliError::Bad {
+            name: "--duration".into(),
+            value: v.clone(),
+            allowed: "a duration such as 20m, 90s, 1h30m",
+        })?,
+    };
+    let plant = match m.get_one::<String>("plant") {
+        None => None,
+        Some(v) => Some(v.parse().map_err(|_| CliError::Bad {
+            name: "--plant".into(),
+            value: v.clone(),
+            allowed: "leak, bloat, growth or hung",
+        })?),
+    };
+    let flags: Vec<(String, String)> = KEYS
+        .iter()
+        .filter_map(|k| m.get_one::<String>(k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    let file = m.get_one::<String>("config").map(PathBuf::from);
+    let engine = EngineConfig::load(file.as_deref(), &flags)?;
+    let dim: usize = num(m, "dim", 64, "an integer in 1..=4096")?;
+    if !(1..=4096).contains(&dim) {
+        return Err(CliError::Bad {
+            name: "--dim".into(),
+            value: dim.to_string(),
+            allowed: "an integer in 1..=4096",
+        });
+    }
+    Ok(crate::soak::SoakConfig {
+        duration,
+        out_dir: m
+            .get_one::<String>("out")
+            .map_or_else(|| PathBuf::from("target/soak"), PathBuf::from),
+        engine,
+        workload: crate::soak::workload::WorkloadConfig {
+            dim,
+            writers: num(m, "writers", 2, "an integer")?,
+            live_bytes: num(m, "live-bytes", 256 << 20, "an integer")?,
+            write_bytes_per_sec: num(m, "write-bytes-per-sec", 8 << 20, "an integer")?,
+            cycle_secs: num(m, "cycle-secs", 20.0, "a number of seconds")?,
+            snapshot_secs: 60.0,
+            seed: num(m, "seed", 7, "an integer")?,
+        },
+        plant,
+    })
 }
 
 fn serve_command() -> Command {
-    let mut c = Command::new("serve")
+    let c = Command::new("serve")
         .about("Serve the engine over HTTP (JSON and Arrow API, /metrics, debug and admin routes)")
         .arg(
             Arg::new("listen")
@@ -52,18 +150,7 @@ fn serve_command() -> Command {
                     "Largest request body read [default: {DEFAULT_MAX_BODY_BYTES}; env EBB_MAX_BODY_BYTES]"
                 )),
         );
-    for key in KEYS {
-        c = c.arg(
-            Arg::new(*key)
-                .long(key.replace('_', "-"))
-                .value_name("VALUE")
-                .help(format!(
-                    "Engine config key `{key}` [env EBB_{}]",
-                    key.to_ascii_uppercase()
-                )),
-        );
-    }
-    c
+    engine_key_args(c)
 }
 
 /// A command line the server cannot start with.

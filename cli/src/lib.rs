@@ -1,5 +1,6 @@
-//! The `ebb` binary's library: [`serve`] (the engine over HTTP) and the
-//! [`allocator`] the binary runs on. The binary (`src/main.rs`) parses
+//! The `ebb` binary's library: [`serve`] (the engine over HTTP), [`soak`]
+//! (the engine under sustained load, judged) and the [`allocator`] the
+//! binary runs on. The binary (`src/main.rs`) parses
 //! the command line and runs these; tests and the `peers serve` bench run
 //! the same server in-process.
 //!
@@ -10,3 +11,4 @@
 pub mod allocator;
 pub mod cli;
 pub mod serve;
+pub mod soak;

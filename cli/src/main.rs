@@ -1,19 +1,30 @@
-//! `ebb`: see `ebb --help`. Exit codes: 0 after a clean shutdown, 1 when
-//! the server cannot start (the message says why), 2 when a worker missed
-//! the close deadline.
+//! `ebb`: see `ebb --help`. `ebb serve` exits 0 after a clean shutdown, 1
+//! when the server cannot start (the message says why), 2 when a worker
+//! missed the close deadline; `ebb soak` exits 0 only when its verdict
+//! passes.
 
 use std::process::ExitCode;
 
 use ebb::serve::{Server, shutdown_signal};
 
+/// jemalloc, counted: the soak samples heap bytes from these counters (a
+/// few thread-local adds per allocation; bench/RESULTS.md, leak overhead).
 #[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static GLOBAL: ebb_leak::TrackingAllocator<tikv_jemallocator::Jemalloc> =
+    ebb_leak::TrackingAllocator::new(tikv_jemallocator::Jemalloc);
 
 fn main() -> ExitCode {
+    // `serve` logs at info by default; `soak` at warn (its progress is
+    // the output). EBB_LOG overrides either.
+    let default = if std::env::args().nth(1).as_deref() == Some("soak") {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::INFO
+    };
     let level = std::env::var("EBB_LOG")
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::INFO);
+        .unwrap_or(default);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level)
@@ -31,7 +42,56 @@ fn main() -> ExitCode {
             };
             serve(config)
         }
+        Some(("soak", m)) => {
+            let config = match ebb::cli::soak_config(m) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("ebb soak: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            soak(&config)
+        }
         _ => ExitCode::from(1),
+    }
+}
+
+fn soak(config: &ebb::soak::SoakConfig) -> ExitCode {
+    eprintln!(
+        "ebb soak: {:.0} s, writing to {}",
+        config.duration.as_secs_f64(),
+        config.out_dir.display()
+    );
+    match ebb::soak::run(config) {
+        Ok(report) => {
+            for c in &report.verdict.criteria {
+                println!(
+                    "  {:<12} {}  {}",
+                    c.name,
+                    if c.passed { "pass" } else { "FAIL" },
+                    c.detail
+                );
+            }
+            println!(
+                "ebb soak: {}; plot {}, summary {}",
+                if report.verdict.passed {
+                    "PASS"
+                } else {
+                    "FAIL"
+                },
+                report.plot.display(),
+                report.summary.display()
+            );
+            if report.verdict.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("ebb soak: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
