@@ -146,3 +146,8 @@ fuzz secs="60":
 soak *ARGS:
     cargo build --release -p ebb
     ./target/release/ebb soak --duration 20m --out target/soak {{ARGS}}
+
+# The integration tests at full scale (50k vectors of 128-d and 50k KV
+# records per cycle; a 1 GiB compaction and a 100k-point rebuild cancelled).
+integration-full:
+    EBB_INTEGRATION_FULL=1 cargo test --release -p ebb-integration -- --nocapture
