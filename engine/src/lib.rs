@@ -472,6 +472,10 @@ impl Engine {
                 })
             }) {
                 Some(v) => Some(v?),
+                // Deleted between the index's answer and this read (a
+                // delete takes the point out of the index first): not a
+                // hit any more, rather than a hit without its payload.
+                None if !d.vectors.index().contains(id) => continue,
                 None => None,
             };
             hits.push(Hit {

@@ -51,6 +51,9 @@ impl AnyIndex {
     pub fn len(&self) -> usize {
         each!(self, i => i.len())
     }
+    pub fn contains(&self, id: u64) -> bool {
+        each!(self, i => i.contains(id))
+    }
     pub fn stats(&self) -> ebb_hnsw::IndexStats {
         each!(self, i => i.stats())
     }
@@ -173,7 +176,9 @@ impl VectorStore {
             let mut map = self.map.lock();
             self.charge_map(&mut map).map_err(undo)?;
         }
-        self.index.upsert(id, vector).map_err(|e| undo(e.into()))?;
+        // The payload is published before the point, and a delete takes
+        // the point out before the payload, so a search never sees a point
+        // without the payload it was stored with.
         let old = {
             let mut map = self.map.lock();
             match stored {
@@ -181,6 +186,17 @@ impl VectorStore {
                 None => map.remove(&id),
             }
         };
+        if let Err(e) = self.index.upsert(id, vector) {
+            // Put the old payload back (a concurrent upsert of the same id
+            // in this window is overwritten: the index refused this one).
+            let mut map = self.map.lock();
+            match old {
+                Some(o) => map.insert(id, o),
+                None => map.remove(&id),
+            };
+            drop(map);
+            return Err(undo(e.into()));
+        }
         if let Some(old) = old {
             self.payloads.remove(old);
         }
