@@ -6,8 +6,11 @@
 //! leak check must see come and go); a cycler that creates and drops a
 //! dataset on a period; and, with a data_dir, a snapshot every minute.
 //!
-//! Writers are paced to `write_bytes_per_sec` each, so the engine's
-//! workers get their share of the cores. A write refused for memory
+//! Writers fill their share of the live set as fast as the engine takes
+//! it, then churn at `write_bytes_per_sec` each (every write then replaces
+//! a random older record or vector), so the steady state after the
+//! warm-up has a constant live set and the engine's workers get their
+//! share of the cores. A write refused for memory
 //! (pressure, budget, closing) backs off and is counted, never fatal.
 
 use std::sync::Arc;
@@ -212,7 +215,7 @@ fn writer(engine: &Engine, stop: &AtomicBool, n: &LoadCounters, c: &WorkloadConf
     let mut kv_live = 0u64;
     let mut ids: Vec<u64> = Vec::new();
     let mut next = 0u64;
-    let started = Instant::now();
+    let mut churn_from: Option<(Instant, u64)> = None;
     let mut written = 0u64;
     let base = (w as u64) << 40;
     while !stop.load(Ordering::Relaxed) {
@@ -273,11 +276,20 @@ fn writer(engine: &Engine, stop: &AtomicBool, n: &LoadCounters, c: &WorkloadConf
                 n.deletes.fetch_add(1, Ordering::Relaxed);
             }
         }
-        // Pace.
-        let due = Duration::from_secs_f64(written as f64 / c.write_bytes_per_sec.max(1) as f64);
-        let elapsed = started.elapsed();
-        if due > elapsed {
-            nap(stop, due - elapsed);
+        // Fill to the target as fast as the engine takes it (the warm-up),
+        // then churn at the pace.
+        let full = kv_live >= kv_target && ids.len() >= vectors_target;
+        if !full {
+            churn_from = None;
+        } else {
+            let (t0, w0) = *churn_from.get_or_insert((Instant::now(), written));
+            let due = Duration::from_secs_f64(
+                (written - w0) as f64 / c.write_bytes_per_sec.max(1) as f64,
+            );
+            let elapsed = t0.elapsed();
+            if due > elapsed {
+                nap(stop, due - elapsed);
+            }
         }
     }
 }
