@@ -17,14 +17,10 @@
 //! and RSS per vector within 1.2x of the bare index's plus the payload
 //! bytes.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use arrow_array::{
-    ArrayRef, BinaryArray, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array,
-};
-use arrow_schema::{DataType, Field};
+use arrow_array::RecordBatch;
 use ebb_engine::{DatasetConfig, Engine, EngineConfig, Metric};
 use ebb_hnsw::{IndexConfig, NativeGraph, VectorIndex};
 use tokio_util::sync::CancellationToken;
@@ -90,24 +86,16 @@ fn rss() -> u64 {
 /// One record batch of `ids`, their `vectors` and a [`PAYLOAD_BYTES`]-byte
 /// payload each (the id, then zeros), in the engine's vector schema.
 pub fn batch(ids: &[u64], vectors: &[f32], dim: usize) -> RecordBatch {
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let list = FixedSizeListArray::new(
-        item,
-        dim as i32,
-        Arc::new(Float32Array::from(vectors.to_vec())),
-        None,
-    );
-    let payloads = BinaryArray::from_iter_values(ids.iter().map(|id| {
-        let mut p = [0u8; PAYLOAD_BYTES];
-        p[..8].copy_from_slice(&id.to_le_bytes());
-        p
-    }));
-    RecordBatch::try_from_iter([
-        ("id", Arc::new(UInt64Array::from(ids.to_vec())) as ArrayRef),
-        ("vector", Arc::new(list) as ArrayRef),
-        ("payload", Arc::new(payloads) as ArrayRef),
-    ])
-    .expect("a well-formed batch")
+    let payloads = ids
+        .iter()
+        .map(|id| {
+            let mut p = [0u8; PAYLOAD_BYTES];
+            p[..8].copy_from_slice(&id.to_le_bytes());
+            Some(p)
+        })
+        .collect();
+    ebb_engine::vector_batch(dim, ids.to_vec(), vectors.to_vec(), payloads)
+        .expect("a well-formed batch")
 }
 
 /// Runs one side in this process (the child side).

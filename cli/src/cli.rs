@@ -49,6 +49,9 @@ fn soak_command() -> Command {
         .arg(Arg::new("live-bytes").long("live-bytes").value_name("BYTES").help("Live bytes held in steady state [default: 268435456]"))
         .arg(Arg::new("write-bytes-per-sec").long("write-bytes-per-sec").value_name("BYTES").help("Each writer's pace [default: 8388608]"))
         .arg(Arg::new("cycle-secs").long("cycle-secs").value_name("SECS").help("Create/drop period of the cycling dataset [default: 20]"))
+        .arg(Arg::new("workload").long("workload").value_name("FILE").help("Also replay a streaming runbook (big-ann-benchmarks NeurIPS'23 YAML), pass after pass, with recall@10 per search step"))
+        .arg(Arg::new("workload-dataset").long("workload-dataset").value_name("NAME").help("Which of the runbook's datasets to replay [default: its only one]"))
+        .arg(Arg::new("queries").long("queries").value_name("N").help("Queries per runbook search step [default: 100]"))
         .arg(Arg::new("plant").long("plant").value_name("KIND").hide(true));
     engine_key_args(c)
 }
@@ -100,6 +103,35 @@ pub fn soak_config(m: &ArgMatches) -> Result<crate::soak::SoakConfig, CliError> 
             allowed: "an integer in 1..=4096",
         });
     }
+    let seed: u64 = num(m, "seed", 7, "an integer")?;
+    let replay = match m.get_one::<String>("workload") {
+        None => None,
+        Some(file) => {
+            let bad = |reason: String| CliError::Runbook {
+                file: file.clone(),
+                reason,
+            };
+            let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+            let pick = m.get_one::<String>("workload-dataset").map(String::as_str);
+            let runbook =
+                crate::soak::runbook::parse(&text, pick, dim).map_err(|e| bad(e.to_string()))?;
+            let queries: usize = num(m, "queries", 100, "an integer in 1..=100000")?;
+            if !(1..=100_000).contains(&queries) {
+                return Err(CliError::Bad {
+                    name: "--queries".into(),
+                    value: queries.to_string(),
+                    allowed: "an integer in 1..=100000",
+                });
+            }
+            Some(crate::soak::replay::ReplayConfig {
+                runbook,
+                file: file.clone(),
+                queries,
+                k: 10,
+                seed,
+            })
+        }
+    };
     Ok(crate::soak::SoakConfig {
         duration,
         out_dir: m
@@ -113,7 +145,8 @@ pub fn soak_config(m: &ArgMatches) -> Result<crate::soak::SoakConfig, CliError> 
             write_bytes_per_sec: num(m, "write-bytes-per-sec", 8 << 20, "an integer")?,
             cycle_secs: num(m, "cycle-secs", 20.0, "a number of seconds")?,
             snapshot_secs: 60.0,
-            seed: num(m, "seed", 7, "an integer")?,
+            seed,
+            replay,
         },
         plant,
     })
@@ -169,6 +202,14 @@ pub enum CliError {
     /// The engine's configuration is not allowed.
     #[error(transparent)]
     Engine(#[from] ebb_engine::Error),
+    /// A runbook that cannot be read or is refused (the step named).
+    #[error("{file}: {reason}")]
+    Runbook {
+        /// The file given.
+        file: String,
+        /// Why (the step it is about, if one).
+        reason: String,
+    },
 }
 
 /// The server's configuration from `serve`'s matches and `env`.

@@ -72,6 +72,13 @@ fn soak(config: &ebb::soak::SoakConfig) -> ExitCode {
                     c.detail
                 );
             }
+            if let Some((recall, steps, passes)) = report.recall {
+                println!(
+                    "  {:<12} recall@10 {}  over {steps} search steps, {passes} passes completed",
+                    "runbook",
+                    recall.map_or_else(|| "-".to_string(), |r| format!("{r:.4}"))
+                );
+            }
             println!(
                 "ebb soak: {}; plot {}, summary {}",
                 if report.verdict.passed {

@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use arrow_array::{Array, BinaryArray, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 use common::{expect_error, start, start_with};
-use ebb_engine::{EngineConfig, vector_schema};
+use ebb_engine::EngineConfig;
 use reqwest::Client;
 use serde_json::{Value, json};
 
@@ -44,24 +42,11 @@ fn vectors_batch(dim: usize, ids: &[u64], nan_at: Option<usize>) -> RecordBatch 
     if let Some(i) = nan_at {
         values[i * dim] = f32::NAN;
     }
-    let item = Arc::new(arrow_schema::Field::new(
-        "item",
-        arrow_schema::DataType::Float32,
-        false,
-    ));
-    let vectors =
-        FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(values)), None)
-            .unwrap();
-    let payloads = BinaryArray::from_iter(ids.iter().map(|id| Some(format!("p{id}").into_bytes())));
-    RecordBatch::try_new(
-        vector_schema(dim),
-        vec![
-            Arc::new(UInt64Array::from(ids.to_vec())),
-            Arc::new(vectors),
-            Arc::new(payloads),
-        ],
-    )
-    .unwrap()
+    let payloads = ids
+        .iter()
+        .map(|id| Some(format!("p{id}").into_bytes()))
+        .collect();
+    ebb_engine::vector_batch(dim, ids.to_vec(), values, payloads).unwrap()
 }
 
 fn ipc(batches: &[RecordBatch]) -> Vec<u8> {
@@ -450,14 +435,7 @@ async fn bad_input_is_refused_with_its_status_and_changes_nothing() {
         "dimension_mismatch",
     )
     .await;
-    let kv = RecordBatch::try_new(
-        ebb_engine::kv_schema(),
-        vec![
-            Arc::new(BinaryArray::from_iter_values([b"k".as_slice()])),
-            Arc::new(BinaryArray::from_iter_values([b"v".as_slice()])),
-        ],
-    )
-    .unwrap();
+    let kv = ebb_engine::kv_batch(&[b"k"], &[b"v"]).unwrap();
     expect_error(
         c.post(s.url("/v1/datasets/d/vectors"))
             .header("content-type", ARROW)

@@ -3,9 +3,6 @@
 //! decoder with every truncation and a sweep of bit flips of a real IPC
 //! stream: no input may panic.
 
-use std::sync::Arc;
-
-use arrow_array::{BinaryArray, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array};
 use arrow_ipc::writer::StreamWriter;
 use ebb::serve::decode;
 
@@ -24,26 +21,11 @@ fn the_corpus_decodes_without_a_panic() {
 
 fn stream() -> Vec<u8> {
     let dim = 3;
-    let item = Arc::new(arrow_schema::Field::new(
-        "item",
-        arrow_schema::DataType::Float32,
-        false,
-    ));
     let values: Vec<f32> = (0..30).map(|i| i as f32).collect();
-    let batch = RecordBatch::try_new(
-        ebb_engine::vector_schema(dim),
-        vec![
-            Arc::new(UInt64Array::from((0..10).collect::<Vec<u64>>())),
-            Arc::new(
-                FixedSizeListArray::try_new(item, 3, Arc::new(Float32Array::from(values)), None)
-                    .unwrap(),
-            ),
-            Arc::new(BinaryArray::from_iter(
-                (0..10).map(|i| (i % 2 == 0).then(|| vec![i as u8; i])),
-            )),
-        ],
-    )
-    .unwrap();
+    let payloads = (0..10)
+        .map(|i| (i % 2 == 0).then(|| vec![i as u8; i]))
+        .collect();
+    let batch = ebb_engine::vector_batch(dim, (0..10).collect(), values, payloads).unwrap();
     let mut w = StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
     w.write(&batch).unwrap();
     w.write(&batch).unwrap();

@@ -102,3 +102,60 @@ fn each_planted_failure_fails_its_criterion() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[test]
+fn a_runbook_is_replayed_with_recall_per_search_step() {
+    let runbook = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bench/runbooks/random-xs-churn.yaml"
+    );
+    let (_, s, dir) = soak("runbook", &["--workload", runbook, "--queries", "50"]);
+    let r = &s["runbook"];
+    assert_eq!(r["dataset"], "random-xs-churn", "{s:#}");
+    assert_eq!(r["dim"], 20);
+    assert!(r["failed"].is_null(), "{r:#}");
+    let steps = r["search_steps"].as_array().unwrap();
+    assert!(!steps.is_empty(), "no search step ran in 12 s: {r:#}");
+    for step in steps {
+        let recall = step["recall_at_k_mean"].as_f64().unwrap();
+        assert!(recall > 0.9, "recall@10 {recall} at {step}");
+    }
+    assert!(r["recall_at_k_mean"].as_f64().unwrap() > 0.9);
+    assert!(passed(&s, "leaks") && passed(&s, "released"), "{s:#}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_bad_runbook_is_refused_before_the_soak_naming_the_step() {
+    let dir = std::env::temp_dir().join(format!("ebb-soak-badbook-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    for (text, says) in [
+        (
+            "random-xs:\n  max_pts: 100\n  1:\n    operation: insert\n    start: 0\n    end: 101\n",
+            "step 1",
+        ),
+        (
+            "random-xs:\n  1: {operation: insert, start: 0, end: 10}\n  2: {operation: upsert}\n",
+            "step 2: unknown operation",
+        ),
+        ("random-xs: [1, 2\n", "not YAML"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["soak", "--duration", "5s", "--workload"])
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.join("out"))
+            .output()
+            .expect("ebb soak runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(err.contains(says), "{says:?} not in {err}");
+        assert!(
+            !dir.join("out").join("summary.json").exists(),
+            "the soak ran"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

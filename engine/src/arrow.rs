@@ -196,6 +196,101 @@ pub fn kv_schema() -> SchemaRef {
     ]))
 }
 
+/// A batch in the [`vector_schema`] of `dim`: `ids`, their vectors as
+/// `values` (row-major, `ids.len() x dim` floats) and one optional payload
+/// per id (`None` is a null; `payloads` may be empty to leave them all
+/// null). The values themselves are checked by
+/// [`ingest`](crate::Engine::ingest), not here.
+///
+/// # Errors
+/// [`Error::Schema`] when `dim` is 0 or past `i32::MAX`, `values` does not
+/// hold `ids.len() x dim` floats, or `payloads` is neither empty nor one
+/// per id.
+pub fn vector_batch<P: AsRef<[u8]>>(
+    dim: usize,
+    ids: Vec<u64>,
+    values: Vec<f32>,
+    payloads: Vec<Option<P>>,
+) -> Result<RecordBatch> {
+    let schema_err = |reason: String| Error::Schema { reason };
+    let dim_i32 = i32::try_from(dim)
+        .ok()
+        .filter(|&d| d > 0)
+        .ok_or_else(|| schema_err(format!("dimension {dim} is not in 1..={}", i32::MAX)))?;
+    if Some(values.len()) != ids.len().checked_mul(dim) {
+        return Err(schema_err(format!(
+            "{} floats for {} ids of dimension {dim}",
+            values.len(),
+            ids.len()
+        )));
+    }
+    if !payloads.is_empty() && payloads.len() != ids.len() {
+        return Err(schema_err(format!(
+            "{} payloads for {} ids",
+            payloads.len(),
+            ids.len()
+        )));
+    }
+    let rows = ids.len();
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let vectors =
+        FixedSizeListArray::try_new(item, dim_i32, Arc::new(Float32Array::from(values)), None)
+            .map_err(|e| schema_err(e.to_string()))?;
+    let payloads: BinaryArray = if payloads.is_empty() {
+        BinaryArray::new_null(rows)
+    } else {
+        payloads
+            .iter()
+            .map(|p| p.as_ref().map(AsRef::as_ref))
+            .collect()
+    };
+    RecordBatch::try_new(
+        vector_schema(dim),
+        vec![
+            Arc::new(UInt64Array::from(ids)),
+            Arc::new(vectors),
+            Arc::new(payloads),
+        ],
+    )
+    .map_err(|e| schema_err(e.to_string()))
+}
+
+/// A batch in the [`kv_schema`]: `keys[i]` with `values[i]`. Keys and
+/// values are checked by [`ingest_kv`](crate::Engine::ingest_kv).
+///
+/// # Errors
+/// [`Error::Schema`] when the two lengths differ or the bytes of either
+/// column pass `i32::MAX` (an Arrow `Binary` column's offsets are 32-bit).
+pub fn kv_batch<K: AsRef<[u8]>, V: AsRef<[u8]>>(keys: &[K], values: &[V]) -> Result<RecordBatch> {
+    if keys.len() != values.len() {
+        return Err(Error::Schema {
+            reason: format!("{} keys for {} values", keys.len(), values.len()),
+        });
+    }
+    RecordBatch::try_new(
+        kv_schema(),
+        vec![binary_column(keys)?, binary_column(values)?],
+    )
+    .map_err(|e| Error::Schema {
+        reason: e.to_string(),
+    })
+}
+
+/// A non-null `Binary` column, or [`Error::Schema`] past 32-bit offsets.
+fn binary_column<B: AsRef<[u8]>>(items: &[B]) -> Result<ArrayRef> {
+    let bytes = items
+        .iter()
+        .try_fold(0usize, |n, b| n.checked_add(b.as_ref().len()));
+    if bytes.is_none_or(|n| n > i32::MAX as usize) {
+        return Err(Error::Schema {
+            reason: format!("a column of {} rows passes i32::MAX bytes", items.len()),
+        });
+    }
+    Ok(Arc::new(BinaryArray::from_iter_values(
+        items.iter().map(AsRef::as_ref),
+    )))
+}
+
 /// A growing column of binary values in two pooled buffers (offsets and
 /// bytes), handed to Arrow without a copy.
 struct BinaryBuilder {

@@ -50,7 +50,10 @@ use ebb_pool::PooledBuf;
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
-pub use arrow::{INGEST_CHUNK, KvScan, SCAN_BATCH_ROWS, VectorScan, kv_schema, vector_schema};
+pub use arrow::{
+    INGEST_CHUNK, KvScan, SCAN_BATCH_ROWS, VectorScan, kv_batch, kv_schema, vector_batch,
+    vector_schema,
+};
 pub use config::{
     EngineConfig, KEYS, LeakLevel, MAX_VALUE_BYTES_LIMIT, MIN_SOFT_LIMIT_RATIO, RuntimeHandle,
 };
@@ -355,6 +358,7 @@ impl Engine {
             vectors: d.vectors.len() as u64,
             index_deleted_points: index.deleted_points,
             index_bytes: index.memory_bytes,
+            index_rebuild_bytes: index.rebuild_reserved_bytes + index.retired_bytes,
             payload_live_bytes: payloads.live_bytes,
             payload_resident_bytes: payloads.resident_bytes,
             payload_map_bytes: d.vectors.map_bytes(),

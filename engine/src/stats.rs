@@ -48,8 +48,12 @@ pub struct DatasetStats {
     pub vectors: u64,
     /// Deleted points the index still holds.
     pub index_deleted_points: u64,
-    /// Bytes the index holds (graph, vectors, maps).
+    /// Bytes the index's serving generation holds (graph, vectors, maps).
     pub index_bytes: u64,
+    /// Bytes the index holds beside its serving generation: the one a
+    /// running rebuild builds (its reservation) and retired ones not yet
+    /// freed.
+    pub index_rebuild_bytes: u64,
     /// Live bytes of payloads.
     pub payload_live_bytes: u64,
     /// Resident bytes of the payload arena.

@@ -7,7 +7,7 @@ use arrow_array::{
     Array, ArrayRef, BinaryArray, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array,
 };
 use arrow_schema::{DataType, Field};
-use ebb_engine::{DatasetConfig, Engine, EngineConfig, Error, Metric, kv_schema};
+use ebb_engine::{DatasetConfig, Engine, EngineConfig, Error, Metric, kv_batch, vector_batch};
 
 const DIM: usize = 4;
 
@@ -108,14 +108,7 @@ fn kv_round_trips_and_scans_in_pooled_buffers() {
     let values: Vec<Vec<u8>> = (0..20_000u32)
         .map(|i| vec![i as u8; (i % 300) as usize])
         .collect();
-    let batch = RecordBatch::try_new(
-        kv_schema(),
-        vec![
-            Arc::new(BinaryArray::from_iter_values(&keys)),
-            Arc::new(BinaryArray::from_iter_values(&values)),
-        ],
-    )
-    .unwrap();
+    let batch = kv_batch(&keys, &values).unwrap();
     assert_eq!(engine.ingest_kv("a", &batch).unwrap(), 20_000);
     assert_eq!(
         engine.get("a", b"key-77").unwrap().as_deref(),
@@ -268,5 +261,32 @@ fn ingest_all_is_one_write_checked_whole() {
     assert_eq!(engine.dataset_stats("a").unwrap().vectors, 4);
     let e = engine.ingest_all("nope", &[]).unwrap_err();
     assert!(matches!(e.error, Error::UnknownDataset { .. }), "{e}");
+    engine.close_blocking().unwrap();
+}
+
+#[test]
+fn batch_constructors_check_their_shapes() {
+    let engine = engine();
+    let ok = vector_batch(DIM, vec![1, 2], vec![0.5; 2 * DIM], vec![Some(b"x"), None]).unwrap();
+    assert_eq!(engine.ingest("a", &ok).unwrap(), 2);
+    let no_payloads: Vec<Option<&[u8]>> = Vec::new();
+    let bare = vector_batch(DIM, vec![3], vec![0.5; DIM], no_payloads.clone()).unwrap();
+    assert_eq!(bare.column(2).null_count(), 1);
+    assert_eq!(engine.ingest("a", &bare).unwrap(), 1);
+    for bad in [
+        vector_batch(DIM, vec![1, 2], vec![0.5; DIM], no_payloads.clone()),
+        vector_batch(0, vec![], vec![], no_payloads.clone()),
+        vector_batch(usize::MAX, vec![1], vec![], no_payloads.clone()),
+        vector_batch(DIM, vec![1, 2], vec![0.5; 2 * DIM], vec![Some(b"x")]),
+    ] {
+        assert!(matches!(bad, Err(Error::Schema { .. })), "{bad:?}");
+    }
+    let kv = kv_batch(&[b"k1", b"k2"], &[b"v1", b"v2"]).unwrap();
+    assert_eq!(engine.ingest_kv("a", &kv).unwrap(), 2);
+    assert_eq!(&*engine.get("a", b"k2").unwrap().unwrap(), b"v2");
+    assert!(matches!(
+        kv_batch(&[b"k1"], &[b"v1", b"v2"]),
+        Err(Error::Schema { .. })
+    ));
     engine.close_blocking().unwrap();
 }

@@ -3,11 +3,7 @@
 //! This library holds what they share: the scale (CI or full, from
 //! `EBB_INTEGRATION_FULL`), seeded batches, and small measurement helpers.
 
-use std::sync::Arc;
-
-use arrow_array::{BinaryArray, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array};
-use arrow_schema::{DataType, Field};
-use ebb_engine::vector_schema;
+use arrow_array::RecordBatch;
 use ebb_testkit::Rng;
 
 /// How big a cycle is.
@@ -44,23 +40,15 @@ pub fn scale() -> Scale {
 /// bytes that start with the id.
 pub fn vectors_batch(rng: &mut Rng, ids: &[u64], dim: usize) -> RecordBatch {
     let values = ebb_testkit::clustered_vectors(rng, ids.len(), dim, 16, 0.3);
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let list =
-        FixedSizeListArray::new(item, dim as i32, Arc::new(Float32Array::from(values)), None);
-    let payloads = BinaryArray::from_iter_values(ids.iter().map(|id| {
-        let mut p = id.to_le_bytes().to_vec();
-        p.resize(16 + (*id % 257) as usize, (*id % 251) as u8);
-        p
-    }));
-    RecordBatch::try_new(
-        vector_schema(dim),
-        vec![
-            Arc::new(UInt64Array::from(ids.to_vec())),
-            Arc::new(list),
-            Arc::new(payloads),
-        ],
-    )
-    .expect("a well-formed batch")
+    let payloads = ids
+        .iter()
+        .map(|id| {
+            let mut p = id.to_le_bytes().to_vec();
+            p.resize(16 + (*id % 257) as usize, (*id % 251) as u8);
+            Some(p)
+        })
+        .collect();
+    ebb_engine::vector_batch(dim, ids.to_vec(), values, payloads).expect("a well-formed batch")
 }
 
 /// Process RSS in bytes.

@@ -13,13 +13,11 @@
 //! - search: `{"vector": [..], "k": 10}` (`k` defaults to 10).
 
 use std::io::Cursor;
-use std::sync::Arc;
 
-use arrow_array::{BinaryArray, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array};
+use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamReader;
-use arrow_schema::Field;
 use base64::Engine as _;
-use ebb_engine::{Metric, vector_schema};
+use ebb_engine::Metric;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
@@ -168,25 +166,8 @@ fn batch(
     values: Vec<f32>,
     payloads: Vec<Option<Vec<u8>>>,
 ) -> ApiResult<RecordBatch> {
-    let schema = vector_schema(dim);
-    let item = Arc::new(Field::new("item", arrow_schema::DataType::Float32, false));
-    let dim_i32 = i32::try_from(dim)
-        .map_err(|_| ApiError::bad_request("bad_dimension", format!("dim {dim}")))?;
-    let internal =
-        |e: arrow_schema::ArrowError| ApiError::bad_request("bad_vectors", e.to_string());
-    let vectors =
-        FixedSizeListArray::try_new(item, dim_i32, Arc::new(Float32Array::from(values)), None)
-            .map_err(internal)?;
-    let payloads = BinaryArray::from_iter(payloads);
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(UInt64Array::from(ids)),
-            Arc::new(vectors),
-            Arc::new(payloads),
-        ],
-    )
-    .map_err(internal)
+    ebb_engine::vector_batch(dim, ids, values, payloads)
+        .map_err(|e| ApiError::bad_request("bad_vectors", e.to_string()))
 }
 
 /// Every batch of an Arrow IPC stream (schema checks are the engine's).
@@ -257,7 +238,7 @@ pub fn decode_any(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::Array;
+    use arrow_array::{Array, BinaryArray};
 
     #[test]
     fn json_vectors_become_one_batch_and_a_bad_row_refuses_all() {

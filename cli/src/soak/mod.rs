@@ -15,6 +15,8 @@
 //! starts a worker that ignores the close.
 
 pub mod plot;
+pub mod replay;
+pub mod runbook;
 pub mod sample;
 pub mod verdict;
 pub mod workload;
@@ -81,6 +83,9 @@ pub struct SoakReport {
     pub summary: PathBuf,
     /// rss.png's path.
     pub plot: PathBuf,
+    /// The runbook replay's mean recall@k, search steps run and passes
+    /// completed (with `--workload`).
+    pub recall: Option<(Option<f64>, usize, u64)>,
 }
 
 /// Parses `20m`, `90s`, `1h`, `1h30m` or a number of seconds.
@@ -205,6 +210,7 @@ pub fn run(c: &SoakConfig) -> Result<SoakReport, String> {
     }
     progress.finish();
     let counters = load.counters.clone();
+    let replay = load.replay.clone();
     load.stop();
 
     // The end: everything dropped and released.
@@ -307,6 +313,7 @@ pub fn run(c: &SoakConfig) -> Result<SoakReport, String> {
             "seed": c.workload.seed,
             "plant": c.plant.map(|p| format!("{p:?}").to_lowercase()),
         },
+        "runbook": c.workload.replay.as_ref().map(|rc| replay.lock().to_json(rc)),
         "files": {"csv": csv, "png": c.out_dir.join("rss.png"), "svg": c.out_dir.join("rss.svg")},
     });
     std::fs::write(
@@ -314,10 +321,15 @@ pub fn run(c: &SoakConfig) -> Result<SoakReport, String> {
         serde_json::to_string_pretty(&body).unwrap_or_default(),
     )
     .map_err(|e| format!("{}: {e}", summary.display()))?;
+    let recall = c.workload.replay.as_ref().map(|_| {
+        let r = replay.lock();
+        (r.mean_recall(), r.searches.len(), r.passes_completed)
+    });
     Ok(SoakReport {
         verdict,
         summary,
         plot: c.out_dir.join("rss.png"),
+        recall,
     })
 }
 

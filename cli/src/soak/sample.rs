@@ -19,8 +19,11 @@ pub struct Sample {
     pub arena_live_bytes: u64,
     /// Resident bytes of those arenas.
     pub arena_resident_bytes: u64,
-    /// What the indexes hold (graph, vectors, maps).
+    /// What the indexes' serving generations hold (graph, vectors, maps).
     pub index_bytes: u64,
+    /// What they hold beside: a generation a rebuild builds, retired ones
+    /// not yet freed.
+    pub index_rebuild_bytes: u64,
     /// Bytes the datasets' pools retain.
     pub pool_retained_bytes: u64,
     /// Heap bytes of the key tables and payload maps.
@@ -68,6 +71,7 @@ impl Sample {
             s.arena_live_bytes += st.kv_live_bytes + st.payload_live_bytes;
             s.arena_resident_bytes += st.kv_resident_bytes + st.payload_resident_bytes;
             s.index_bytes += st.index_bytes;
+            s.index_rebuild_bytes += st.index_rebuild_bytes;
             s.table_bytes += st.kv_table_bytes + st.payload_map_bytes;
             s.records += st.records;
             s.vectors += st.vectors;
@@ -107,7 +111,7 @@ impl Sample {
 }
 
 /// The CSV header (units in the names).
-pub const CSV_HEADER: &str = "t_secs,rss_bytes,heap_bytes,arena_live_bytes,arena_resident_bytes,index_bytes,pool_retained_bytes,table_bytes,reserved_bytes,fragmentation,threads,fds,tracked,index_deleted_ratio,pressure_level,compaction_events,level_changes,records,vectors";
+pub const CSV_HEADER: &str = "t_secs,rss_bytes,heap_bytes,arena_live_bytes,arena_resident_bytes,index_bytes,index_rebuild_bytes,pool_retained_bytes,table_bytes,reserved_bytes,fragmentation,threads,fds,tracked,index_deleted_ratio,pressure_level,compaction_events,level_changes,records,vectors";
 
 /// Writes `samples` as CSV.
 pub fn write_csv(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()> {
@@ -115,13 +119,14 @@ pub fn write_csv(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()
     for s in samples {
         writeln!(
             out,
-            "{:.3},{},{},{},{},{},{},{},{},{:.4},{},{},{},{:.4},{},{},{},{},{}",
+            "{:.3},{},{},{},{},{},{},{},{},{},{:.4},{},{},{},{:.4},{},{},{},{},{}",
             s.t_secs,
             s.rss_bytes,
             s.heap_bytes,
             s.arena_live_bytes,
             s.arena_resident_bytes,
             s.index_bytes,
+            s.index_rebuild_bytes,
             s.pool_retained_bytes,
             s.table_bytes,
             s.reserved_bytes,

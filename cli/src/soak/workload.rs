@@ -4,7 +4,8 @@
 //! holds steady and churn leaves holes for compaction); a searcher that
 //! also holds a scan for a while every few seconds (a tracked resource the
 //! leak check must see come and go); a cycler that creates and drops a
-//! dataset on a period; and, with a data_dir, a snapshot every minute.
+//! dataset on a period; with a data_dir, a snapshot every minute; and,
+//! with a runbook, its replay ([`super::replay`]).
 //!
 //! Writers fill their share of the live set as fast as the engine takes
 //! it, then churn at `write_bytes_per_sec` each (every write then replaces
@@ -18,9 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arrow_array::{BinaryArray, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array};
-use arrow_schema::{DataType, Field};
-use ebb_engine::{DatasetConfig, Engine, Error, Metric, vector_schema};
+use arrow_array::RecordBatch;
+use ebb_engine::{DatasetConfig, Engine, Error, Metric};
 
 /// The long-lived dataset.
 pub const DATASET: &str = "soak";
@@ -43,6 +43,8 @@ pub struct WorkloadConfig {
     pub snapshot_secs: f64,
     /// The seed.
     pub seed: u64,
+    /// A runbook to replay beside the load.
+    pub replay: Option<super::replay::ReplayConfig>,
 }
 
 /// Counters the load keeps.
@@ -72,6 +74,8 @@ pub struct Workload {
     threads: Vec<JoinHandle<()>>,
     /// Its counters.
     pub counters: Arc<LoadCounters>,
+    /// What the runbook replay did (empty without one).
+    pub replay: Arc<parking_lot::Mutex<super::replay::ReplayReport>>,
 }
 
 struct Rng(u64);
@@ -91,7 +95,7 @@ impl Rng {
     }
 }
 
-fn refused(e: &Error) -> bool {
+pub(crate) fn refused(e: &Error) -> bool {
     matches!(
         e,
         Error::MemoryPressure { .. }
@@ -112,22 +116,11 @@ fn batch(rng: &mut Rng, ids: &[u64], dim: usize, centers: &[f32]) -> RecordBatch
             values.push(centers[c * dim + j] + rng.unit() * 0.2);
         }
     }
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let vectors =
-        FixedSizeListArray::new(item, dim as i32, Arc::new(Float32Array::from(values)), None);
-    let payloads = BinaryArray::from_iter_values(ids.iter().map(|id| {
-        let len = 64 + (id % 449) as usize;
-        vec![(*id % 251) as u8; len]
-    }));
-    RecordBatch::try_new(
-        vector_schema(dim),
-        vec![
-            Arc::new(UInt64Array::from(ids.to_vec())),
-            Arc::new(vectors),
-            Arc::new(payloads),
-        ],
-    )
-    .expect("a well-formed batch")
+    let payloads = ids
+        .iter()
+        .map(|id| Some(vec![(*id % 251) as u8; 64 + (id % 449) as usize]))
+        .collect();
+    ebb_engine::vector_batch(dim, ids.to_vec(), values, payloads).expect("a well-formed batch")
 }
 
 fn centers(seed: u64, dim: usize) -> Vec<f32> {
@@ -176,10 +169,26 @@ impl Workload {
                 Box::new(move || cycler(&engine, &stop, &counters, &c)),
             ));
         }
+        let replay = Arc::new(parking_lot::Mutex::new(
+            super::replay::ReplayReport::default(),
+        ));
+        if let Some(rc) = c.replay.clone() {
+            let (engine, stop, counters, report) = (
+                engine.clone(),
+                stop.clone(),
+                counters.clone(),
+                replay.clone(),
+            );
+            threads.push(spawn(
+                "soak-runbook".into(),
+                Box::new(move || super::replay::run(&engine, &stop, &counters, &rc, &report)),
+            ));
+        }
         Ok(Workload {
             stop,
             threads,
             counters,
+            replay,
         })
     }
 
@@ -193,7 +202,7 @@ impl Workload {
 }
 
 /// Sleeps in slices so a stop is seen within 50 ms.
-fn nap(stop: &AtomicBool, d: Duration) {
+pub(crate) fn nap(stop: &AtomicBool, d: Duration) {
     let until = Instant::now() + d;
     while !stop.load(Ordering::Relaxed) {
         let left = until.saturating_duration_since(Instant::now());
