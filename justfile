@@ -111,8 +111,8 @@ loom:
 # Fuzz the arena's op sequences (nightly + cargo-fuzz; opt-in). New corpus
 # inputs land in crates/ebb-arena/fuzz/corpus/ops and are replayed by
 # `cargo test` (tests/fuzz_corpus.rs).
-fuzz SECS="60":
-    cargo install cargo-fuzz --locked
+fuzz-arena SECS="60":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
     cd crates/ebb-arena && cargo +nightly fuzz run ops fuzz/corpus/ops -- -max_total_time={{SECS}}
 
 # The engine's lifecycle figures: close during a 1 GiB compaction and a
@@ -137,8 +137,8 @@ serve-bench *ARGS:
 # Fuzz the request decoders of `ebb serve` (nightly + cargo-fuzz, installed
 # if missing); new inputs land in cli/fuzz/corpus/decode, which
 # cli/tests/fuzz_corpus.rs replays on stable.
-fuzz secs="60":
-    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+fuzz-serve secs="60":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
     cd cli && cargo +nightly fuzz run decode fuzz/corpus/decode -- -max_total_time={{secs}}
 
 # The 20-minute soak (release build): samples.csv, rss.png/svg and
@@ -151,3 +151,39 @@ soak *ARGS:
 # records per cycle; a 1 GiB compaction and a 100k-point rebuild cancelled).
 integration-full:
     EBB_INTEGRATION_FULL=1 cargo test --release -p ebb-integration -- --nocapture
+
+# heaptrack over a short soak (SECS seconds, 64 MiB live) of the
+# system-allocator build (jemalloc's own symbols hide its allocations from
+# heaptrack): target/profile/heaptrack.ebb.*, then its peak and leak
+# summary. docs/profiling.md says how to read it.
+memory-profile SECS="60":
+    command -v heaptrack >/dev/null || (apt-get update -qq && apt-get install -y -qq heaptrack) || { echo "heaptrack is needed: apt-get install heaptrack"; exit 1; }
+    cargo build --release -p ebb --no-default-features --target-dir target/sysalloc
+    mkdir -p target/profile && rm -f target/profile/heaptrack.ebb.*
+    heaptrack -o target/profile/heaptrack.ebb ./target/sysalloc/release/ebb soak --duration {{SECS}}s --live-bytes 67108864 --out target/profile/soak-heaptrack || echo "(the soak's verdict failed; the profile is still written)"
+    heaptrack_print --print-peaks --print-leaks --peak-limit 15 target/profile/heaptrack.ebb.* | sed -n '1,/^PEAK MEMORY CONSUMERS/p;/^PEAK MEMORY CONSUMERS/,/^MEMORY LEAKS/p' | head -150
+    @echo "full profile: heaptrack_gui or heaptrack_print $(ls target/profile/heaptrack.ebb.*)"
+
+# dhat's heap profiler over a short soak (SECS seconds, 32 MiB live; dhat
+# serialises every allocation, so the soak runs slower):
+# target/profile/dhat-heap.json, for dh_view or `just memory-compare`.
+heap SECS="60" OUT="target/profile/dhat-heap.json":
+    cargo build --release -p ebb --features dhat-heap --target-dir target/dhat
+    mkdir -p "$(dirname {{OUT}})"
+    EBB_DHAT_FILE={{OUT}} ./target/dhat/release/ebb soak --duration {{SECS}}s --live-bytes 33554432 --out target/profile/soak-dhat || echo "(the soak's verdict failed; the profile is still written)"
+    @echo "{{OUT}}: open it in https://nnethercote.github.io/dh_view/dh_view.html, or compare two with just memory-compare"
+
+# The allocation sites that grew from profile A to profile B (two dhat
+# JSON files from `just heap`, or two heaptrack files via heaptrack_print
+# --diff), as a table. ARGS: --metric gb|eb|tb|mb, --top N, --frames K.
+memory-compare A B *ARGS:
+    python3 bench/memory_compare.py {{A}} {{B}} {{ARGS}}
+
+# The leak-sensitive tests (LeakCheck children: ebb-leak, the engine's
+# leak tests, the integration cycles and open/close), then the integration
+# tests under AddressSanitizer + LeakSanitizer on the system allocator.
+memory-check:
+    cargo test -p ebb-leak -p ebb-integration
+    cargo test -p ebb-engine --test leaks
+    EBB_SANITIZER=address RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address --cfg ebb_system_alloc" \
+        cargo test --target x86_64-unknown-linux-gnu --target-dir target/asan -p ebb-integration

@@ -8,6 +8,7 @@
 //! database that links the engine as a library should not compile an HTTP
 //! stack, a CLI parser and a global allocator it does not use.
 
+#[cfg(feature = "jemalloc")]
 pub mod allocator;
 pub mod cli;
 pub mod serve;

@@ -9,9 +9,22 @@ use ebb::serve::{Server, shutdown_signal};
 
 /// jemalloc, counted: the soak samples heap bytes from these counters (a
 /// few thread-local adds per allocation; bench/RESULTS.md, leak overhead).
+#[cfg(all(feature = "jemalloc", not(feature = "dhat-heap")))]
 #[global_allocator]
 static GLOBAL: ebb_leak::TrackingAllocator<tikv_jemallocator::Jemalloc> =
     ebb_leak::TrackingAllocator::new(tikv_jemallocator::Jemalloc);
+
+/// The system allocator, counted (`--no-default-features`: what heaptrack
+/// and valgrind can see).
+#[cfg(not(any(feature = "jemalloc", feature = "dhat-heap")))]
+#[global_allocator]
+static GLOBAL: ebb_leak::TrackingAllocator<std::alloc::System> =
+    ebb_leak::TrackingAllocator::new(std::alloc::System);
+
+/// dhat's profiler (`--features dhat-heap`).
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static GLOBAL: dhat::Alloc = dhat::Alloc;
 
 fn main() -> ExitCode {
     // `serve` logs at info by default; `soak` at warn (its progress is
@@ -29,6 +42,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_max_level(level)
         .init();
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::builder()
+        .file_name(std::env::var("EBB_DHAT_FILE").unwrap_or_else(|_| "dhat-heap.json".into()))
+        .build();
+    #[cfg(all(feature = "jemalloc", not(feature = "dhat-heap")))]
     ebb::allocator::register_jemalloc_purge();
     let matches = ebb::cli::command().get_matches();
     match matches.subcommand() {

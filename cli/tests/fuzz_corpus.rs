@@ -1,4 +1,4 @@
-//! Replays the fuzz corpus (cli/fuzz/corpus/decode, what `just fuzz`
+//! Replays the fuzz corpus (cli/fuzz/corpus/decode, what `just fuzz-serve`
 //! grows) through the request decoders on stable, and drives the Arrow
 //! decoder with every truncation and a sweep of bit flips of a real IPC
 //! stream: no input may panic.

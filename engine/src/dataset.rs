@@ -99,15 +99,24 @@ pub(crate) struct Dataset {
     pub pool: BufferPool,
 }
 
+/// The arenas' compaction thresholds (`arena_max_live_ratio`,
+/// `arena_max_waste_ratio`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct ArenaPolicy {
+    pub max_live_ratio: f64,
+    pub max_waste_ratio: f64,
+}
+
 impl Dataset {
     /// Sets the compaction thresholds of the arenas and the index (the
     /// pressure controller tightens them).
-    pub fn set_policies(&self, arena_max_live_ratio: f64, index_max_deleted_ratio: f64) {
-        for arena in [self.kv.arena(), self.vectors.payloads()] {
-            let policy = arena
+    pub fn set_policies(&self, arena: ArenaPolicy, index_max_deleted_ratio: f64) {
+        for a in [self.kv.arena(), self.vectors.payloads()] {
+            let policy = a
                 .compaction_policy()
-                .with_max_live_ratio(arena_max_live_ratio);
-            arena.set_compaction_policy(policy);
+                .with_max_live_ratio(arena.max_live_ratio)
+                .with_max_waste_ratio(arena.max_waste_ratio);
+            a.set_compaction_policy(policy);
         }
         self.vectors.set_max_deleted_ratio(index_max_deleted_ratio);
     }

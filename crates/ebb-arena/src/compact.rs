@@ -26,6 +26,16 @@ pub struct CompactionPolicy {
     /// Sealed slabs whose live bytes are under this share of the slab are
     /// emptied (default 0.5).
     pub max_live_ratio: f64,
+    /// The share of the sealed slabs' bytes that may be waste (not live)
+    /// before denser slabs are emptied too (default 0.2): when it is
+    /// passed, the sparsest sealed slabs (under [`WASTE_SLAB_MAX_LIVE`] of
+    /// the slab, beyond those under `max_live_ratio`) are added until the
+    /// waste left would be within it. Under uniform random deletes a
+    /// `max_live_ratio` alone settles where slabs die at that ratio, about
+    /// 1.39x the live bytes at 0.5; this bounds the arena as a whole
+    /// (about 1.25x at 0.2), copying the least for it (sparsest first).
+    /// 1.0 turns it off.
+    pub max_waste_ratio: f64,
     /// Do nothing unless at least this many bytes would be reclaimed
     /// (default 4 MiB): a compaction that frees little is not worth its copy.
     pub min_reclaim_bytes: u64,
@@ -37,6 +47,7 @@ impl Default for CompactionPolicy {
     fn default() -> Self {
         CompactionPolicy {
             max_live_ratio: 0.5,
+            max_waste_ratio: 0.2,
             min_reclaim_bytes: 4 << 20,
             max_slabs: None,
         }
@@ -47,6 +58,12 @@ impl CompactionPolicy {
     /// Sets [`max_live_ratio`](Self::max_live_ratio).
     pub fn with_max_live_ratio(mut self, ratio: f64) -> Self {
         self.max_live_ratio = ratio;
+        self
+    }
+
+    /// Sets [`max_waste_ratio`](Self::max_waste_ratio).
+    pub fn with_max_waste_ratio(mut self, ratio: f64) -> Self {
+        self.max_waste_ratio = ratio;
         self
     }
 
@@ -90,6 +107,7 @@ pub struct CompactionReport {
 #[derive(Debug)]
 pub(crate) struct PolicyCell {
     max_live_ratio_bits: AtomicU64,
+    max_waste_ratio_bits: AtomicU64,
     min_reclaim_bytes: AtomicU64,
     /// `max_slabs + 1`; 0 for none.
     max_slabs: AtomicU64,
@@ -99,6 +117,7 @@ impl PolicyCell {
     pub(crate) fn new(policy: CompactionPolicy) -> PolicyCell {
         let cell = PolicyCell {
             max_live_ratio_bits: AtomicU64::new(0),
+            max_waste_ratio_bits: AtomicU64::new(0),
             min_reclaim_bytes: AtomicU64::new(0),
             max_slabs: AtomicU64::new(0),
         };
@@ -114,6 +133,13 @@ impl PolicyCell {
         };
         self.max_live_ratio_bits
             .store(ratio.to_bits(), Ordering::Relaxed);
+        let waste = if policy.max_waste_ratio.is_finite() {
+            policy.max_waste_ratio.clamp(0.0, 1.0)
+        } else {
+            CompactionPolicy::default().max_waste_ratio
+        };
+        self.max_waste_ratio_bits
+            .store(waste.to_bits(), Ordering::Relaxed);
         self.min_reclaim_bytes
             .store(policy.min_reclaim_bytes, Ordering::Relaxed);
         self.max_slabs.store(
@@ -126,10 +152,47 @@ impl PolicyCell {
         let max_slabs = self.max_slabs.load(Ordering::Relaxed);
         CompactionPolicy {
             max_live_ratio: f64::from_bits(self.max_live_ratio_bits.load(Ordering::Relaxed)),
+            max_waste_ratio: f64::from_bits(self.max_waste_ratio_bits.load(Ordering::Relaxed)),
             min_reclaim_bytes: self.min_reclaim_bytes.load(Ordering::Relaxed),
             max_slabs: (max_slabs > 0).then(|| (max_slabs - 1) as usize),
         }
     }
+}
+
+/// The densest slab (live share) the waste bound empties: past it a move
+/// copies nine bytes or more for each one it gives back.
+pub const WASTE_SLAB_MAX_LIVE: f64 = 0.9;
+
+/// How many of `sealed` (live bytes per slab, sparsest first) `policy`
+/// empties: every slab under `max_live_ratio`, then the next sparsest
+/// while the waste left (each emptied slab's live bytes counted again in a
+/// full target) is over `max_waste_ratio`, none past [`WASTE_SLAB_MAX_LIVE`];
+/// at most `max_slabs`.
+pub(crate) fn waste_candidates(
+    sealed: &[(u64, SlabId)],
+    slab_bytes: u64,
+    policy: &CompactionPolicy,
+) -> usize {
+    let sparse_limit = (slab_bytes as f64 * policy.max_live_ratio) as u64;
+    let mut count = sealed.partition_point(|(live, _)| *live < sparse_limit);
+    if policy.max_waste_ratio < 1.0 {
+        let live: u64 = sealed.iter().map(|(l, _)| l).sum();
+        let dense_limit = (slab_bytes as f64 * WASTE_SLAB_MAX_LIVE) as u64;
+        // Resident bytes after emptying the first `count`: their slabs go,
+        // their live bytes land in (full) targets.
+        let mut resident = sealed.len() as u64 * slab_bytes;
+        for (l, _) in &sealed[..count] {
+            resident -= slab_bytes - l;
+        }
+        let over = |resident: u64| {
+            resident.saturating_sub(live) as f64 > policy.max_waste_ratio * resident as f64
+        };
+        while count < sealed.len() && over(resident) && sealed[count].0 < dense_limit {
+            resident -= slab_bytes - sealed[count].0;
+            count += 1;
+        }
+    }
+    policy.max_slabs.map_or(count, |max| count.min(max))
 }
 
 // ---- the compaction pass --------------------------------------------------
@@ -186,17 +249,17 @@ impl RawArena {
         }
     }
 
-    /// Sparse slabs and the bytes emptying them would reclaim.
+    /// The slabs to empty and the bytes emptying them would reclaim: those
+    /// under `max_live_ratio`, and, while the sealed slabs' waste passes
+    /// `max_waste_ratio`, the next sparsest (see [`CompactionPolicy`]).
     fn candidates(&self, policy: &CompactionPolicy) -> (Vec<SlabId>, u64) {
         let slab_bytes = self.slab().slab_bytes() as u64;
-        let mut slabs = self.slab().sparse_slabs(policy.max_live_ratio);
-        if let Some(max) = policy.max_slabs {
-            slabs.truncate(max);
-        }
-        let reclaim = slabs
+        let sealed = self.slab().sealed_slabs_by_live();
+        let count = waste_candidates(&sealed, slab_bytes, policy);
+        let slabs: Vec<SlabId> = sealed[..count].iter().map(|(_, id)| *id).collect();
+        let reclaim = sealed[..count]
             .iter()
-            .filter_map(|id| self.slab().slab_info(*id)?.live_bytes)
-            .map(|live| slab_bytes.saturating_sub(live))
+            .map(|(live, _)| slab_bytes.saturating_sub(*live))
             .sum();
         (slabs, reclaim)
     }
@@ -470,5 +533,56 @@ impl<'a> LockedGroup<'a> {
 impl Drop for LockedGroup<'_> {
     fn drop(&mut self) {
         self.unlock_rest();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed(lives: &[u64]) -> Vec<(u64, SlabId)> {
+        lives
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (*l, SlabId(i as u32)))
+            .collect()
+    }
+
+    /// The resident and live bytes after emptying the first `n`.
+    fn after(s: &[(u64, SlabId)], slab: u64, n: usize) -> (u64, u64) {
+        let live: u64 = s.iter().map(|x| x.0).sum();
+        let resident = s.len() as u64 * slab - s[..n].iter().map(|x| slab - x.0).sum::<u64>();
+        (resident, live)
+    }
+
+    #[test]
+    fn the_waste_bound_takes_the_fewest_sparsest_slabs_that_meet_it() {
+        let slab = 100;
+        let policy = CompactionPolicy::default()
+            .with_max_live_ratio(0.5)
+            .with_max_waste_ratio(0.2);
+        // Sorted sparsest first, as the slab arena lists them.
+        let s = sealed(&[30, 55, 60, 65, 70, 75, 80, 85, 92, 95]);
+        let n = waste_candidates(&s, slab, &policy);
+        let (resident, live) = after(&s, slab, n);
+        assert!((resident - live) as f64 <= 0.2 * resident as f64, "{n}");
+        let (r1, l1) = after(&s, slab, n - 1);
+        assert!((r1 - l1) as f64 > 0.2 * r1 as f64, "{n} is not the fewest");
+        // Off: only those under max_live_ratio.
+        assert_eq!(
+            waste_candidates(&s, slab, &policy.with_max_waste_ratio(1.0)),
+            1
+        );
+        // Never past WASTE_SLAB_MAX_LIVE, however high the waste.
+        let tight = policy.with_max_waste_ratio(0.0);
+        assert_eq!(waste_candidates(&s, slab, &tight), 8);
+        // max_slabs caps both.
+        assert_eq!(
+            waste_candidates(&s, slab, &policy.with_max_slabs(2)),
+            2.min(n)
+        );
+        // Dense already: nothing.
+        assert_eq!(waste_candidates(&sealed(&[90, 95, 99]), slab, &policy), 0);
+        assert_eq!(waste_candidates(&[], slab, &policy), 0);
     }
 }

@@ -15,7 +15,7 @@ mod typed;
 mod unit_tests;
 
 pub use blob::{BlobArena, BlobRef};
-pub use compact::{CompactionPolicy, CompactionReport};
+pub use compact::{CompactionPolicy, CompactionReport, WASTE_SLAB_MAX_LIVE};
 pub use error::{CompactionError, Error, Result};
 pub use handle::{BlobHandle, Handle};
 pub use local::ThreadsReclaimed;

@@ -399,15 +399,27 @@ impl SlabArena {
     /// [`slab_info`](Self::slab_info)).
     pub fn sparse_slabs(&self, max_live_ratio: f64) -> Vec<SlabId> {
         let limit = (self.slab_bytes as f64 * max_live_ratio) as u64;
-        let mut found: Vec<(u64, u32)> = self
+        self.sealed_slabs_by_live()
+            .into_iter()
+            .take_while(|(live, _)| *live < limit)
+            .map(|(_, id)| id)
+            .collect()
+    }
+
+    /// Every sealed slab that holds live bytes, with its live bytes,
+    /// sparsest first (a compaction policy that looks at the arena's waste
+    /// as a whole picks from the front). Advisory like
+    /// [`sparse_slabs`](Self::sparse_slabs).
+    pub fn sealed_slabs_by_live(&self) -> Vec<(u64, SlabId)> {
+        let mut found: Vec<(u64, SlabId)> = self
             .table
             .entries()
             .filter(|(_, e)| e.state.load(Ordering::Acquire) == STATE_SEALED)
-            .filter_map(|(id, e)| e.live.sealed_live_bytes().map(|l| (l, id)))
-            .filter(|(live, _)| *live > 0 && *live < limit)
+            .filter_map(|(id, e)| e.live.sealed_live_bytes().map(|l| (l, SlabId(id))))
+            .filter(|(live, _)| *live > 0)
             .collect();
-        found.sort_unstable();
-        found.into_iter().map(|(_, id)| SlabId(id)).collect()
+        found.sort_unstable_by_key(|(live, id)| (*live, id.0));
+        found
     }
 
     /// Seals every shard's active slab, releasing those already empty.

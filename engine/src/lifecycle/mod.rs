@@ -30,6 +30,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
+use crate::dataset::ArenaPolicy;
 use crate::error::{Error, Result};
 use crate::{Engine, Inner};
 use compaction::{CompactionLog, Lane, maintain_dataset};
@@ -41,6 +42,8 @@ pub use close::CloseReport;
 /// Compaction thresholds at Elevated and above.
 const TIGHT_ARENA_MAX_LIVE_RATIO: f64 = 0.8;
 const TIGHT_INDEX_MAX_DELETED_RATIO: f64 = 0.1;
+/// `arena_max_waste_ratio` under pressure (or the configured one if lower).
+const TIGHT_ARENA_MAX_WASTE_RATIO: f64 = 0.1;
 
 /// Level changes logged at most this often (the counter counts all).
 const LOG_COOLDOWN: Duration = Duration::from_secs(10);
@@ -327,9 +330,17 @@ impl Engine {
     pub(crate) fn apply_policies(&self, level: PressureLevel) {
         let c = &self.inner.config;
         let (arena, index) = if level >= PressureLevel::Elevated {
-            (TIGHT_ARENA_MAX_LIVE_RATIO, TIGHT_INDEX_MAX_DELETED_RATIO)
+            let arena = ArenaPolicy {
+                max_live_ratio: TIGHT_ARENA_MAX_LIVE_RATIO,
+                max_waste_ratio: TIGHT_ARENA_MAX_WASTE_RATIO.min(c.arena_max_waste_ratio),
+            };
+            (arena, TIGHT_INDEX_MAX_DELETED_RATIO)
         } else {
-            (c.arena_max_live_ratio, c.index_max_deleted_ratio)
+            let arena = ArenaPolicy {
+                max_live_ratio: c.arena_max_live_ratio,
+                max_waste_ratio: c.arena_max_waste_ratio,
+            };
+            (arena, c.index_max_deleted_ratio)
         };
         for d in self.inner.datasets.read().values() {
             d.set_policies(arena, index);

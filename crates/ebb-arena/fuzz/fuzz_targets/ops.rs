@@ -1,5 +1,5 @@
 //! Fuzz target: random op sequences against the model (see
-//! `tests/common/ops.rs`). Run with `just fuzz`.
+//! `tests/common/ops.rs`). Run with `just fuzz-arena`.
 
 #![no_main]
 
