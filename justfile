@@ -141,11 +141,13 @@ fuzz-serve secs="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
     cd cli && cargo +nightly fuzz run decode fuzz/corpus/decode -- -max_total_time={{secs}}
 
-# The 20-minute soak (release build): samples.csv, rss.png/svg and
-# summary.json in target/soak/, exit 0 only when the verdict passes.
+# The 20-minute soak (release build) with the streaming runbook
+# bench/runbooks/random-xs-churn.yaml replayed beside the load:
+# samples.csv, rss.png/svg and summary.json (recall@10 per search step
+# included) in target/soak/, exit 0 only when the verdict passes.
 soak *ARGS:
     cargo build --release -p ebb
-    ./target/release/ebb soak --duration 20m --out target/soak {{ARGS}}
+    ./target/release/ebb soak --duration 20m --out target/soak --workload bench/runbooks/random-xs-churn.yaml {{ARGS}}
 
 # The integration tests at full scale (50k vectors of 128-d and 50k KV
 # records per cycle; a 1 GiB compaction and a 100k-point rebuild cancelled).

@@ -79,10 +79,10 @@ pub struct EngineConfig {
     /// `arena_max_live_ratio` (0.5): a sealed slab whose live share is
     /// under this is compacted.
     pub arena_max_live_ratio: f64,
-    /// `arena_max_waste_ratio` (0.2): when more than this share of an
+    /// `arena_max_waste_ratio` (0.1): when more than this share of an
     /// arena's sealed slabs is not live, its next sparsest slabs are
     /// compacted too, until it is not (1 turns it off). Bounds an arena
-    /// under steady random churn near 1.25x its live bytes, where
+    /// under steady random churn near 1.11x its live bytes, where
     /// `arena_max_live_ratio` alone settles near 1.39x.
     pub arena_max_waste_ratio: f64,
     /// `index_max_deleted_ratio` (0.2): an index with this share of
@@ -135,7 +135,7 @@ impl Default for EngineConfig {
             compaction_interval_secs: 5,
             compact_when_due: true,
             arena_max_live_ratio: 0.5,
-            arena_max_waste_ratio: 0.2,
+            arena_max_waste_ratio: 0.1,
             index_max_deleted_ratio: 0.2,
             pressure_interval_ms: 500,
             leak_level: LeakLevel::Sampled,
@@ -441,7 +441,7 @@ mod tests {
         assert_eq!(c.compaction_interval_secs, 5);
         assert_eq!(c.arena_max_live_ratio, 0.5);
         assert_eq!(c.index_max_deleted_ratio, 0.2);
-        assert_eq!(c.arena_max_waste_ratio, 0.2);
+        assert_eq!(c.arena_max_waste_ratio, 0.1);
         assert_eq!(c.pressure_interval_ms, 500);
         assert_eq!(c.leak_level, LeakLevel::Sampled);
         assert_eq!(c.leak_threshold_secs, 300);

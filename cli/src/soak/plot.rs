@@ -204,7 +204,7 @@ fn chart<DB: DrawingBackend>(
             Box::new(|s: &Sample| s.reserved_bytes as f64 / MIB),
         ),
         (
-            "live (arena + index + pool)",
+            "accounted (arena live + index + pool)",
             RGBColor(0, 140, 0),
             Box::new(|s: &Sample| s.accounted_live_bytes() as f64 / MIB),
         ),

@@ -22,6 +22,8 @@ const BATCH: u64 = 1024;
 
 /// A tag not holding any id.
 const VACANT: u32 = u32::MAX;
+// Every id fits the tag map's u32 below VACANT.
+const _: () = assert!(runbook::MAX_POINTS < VACANT as u64);
 
 /// What the replay runs.
 #[derive(Clone, Debug)]
@@ -191,7 +193,11 @@ impl Replay<'_> {
 
     /// One pass over every step; `Ok(false)` when the soak stopped it.
     fn pass(&self, queries: &[f32], pass: u64) -> Result<bool, String> {
-        let mut tags = vec![VACANT; self.c.runbook.max_pts as usize];
+        let points = self.c.runbook.max_pts as usize;
+        let mut tags = Vec::new();
+        tags.try_reserve_exact(points)
+            .map_err(|_| format!("no memory for the tag map of {points} points"))?;
+        tags.resize(points, VACANT);
         for step in &self.c.runbook.steps {
             if self.stopped() {
                 return Ok(false);
@@ -279,7 +285,7 @@ impl Replay<'_> {
                 }
             }
             for k in 0..rows {
-                // Ids are below max_pts <= u32::MAX (checked at parse).
+                // Ids are below max_pts <= MAX_POINTS < u32::MAX (parse).
                 tags[(tag + k) as usize] = (first_id + k) as u32;
             }
             tag += rows;

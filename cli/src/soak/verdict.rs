@@ -8,7 +8,9 @@
 //!    least-squares slope ([`ebb_leak::GrowthDetector`]) times the steady
 //!    span, over the steady mean.
 //! 2. `bounded`: in steady state every sample has RSS <= baseline + 1.3 x
-//!    (arena live + index + pool retained bytes).
+//!    (arena live + index + pool retained bytes), the index's bytes being
+//!    every generation it holds (a rebuild's second one included:
+//!    [`Sample::accounted_live_bytes`]).
 //! 3. `released`: after every dataset is dropped and `release_memory()`
 //!    ran, RSS <= baseline + max(5 % of baseline, 64 MiB).
 //! 4. `threads_fds`: threads and fds at the end at most their count at the

@@ -14,6 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dataset::Dataset;
 
+/// A retired generation at least this large is followed by a purge of the
+/// global allocator.
+const PURGE_AFTER_RELEASE_BYTES: u64 = 8 << 20;
+
 /// How a maintenance run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -192,8 +196,16 @@ pub(crate) fn maintain_dataset(
                 let mut released = run.bytes_released;
                 if let Some(deferred) = run.deferred.take() {
                     // Here, on the blocking thread (the worker's contract).
-                    released += deferred.bytes();
+                    let bytes = deferred.bytes();
+                    released += bytes;
                     deferred.release();
+                    // A retired generation's point store and maps were heap:
+                    // the allocator keeps freed pages resident for seconds
+                    // (jemalloc's decay) unless asked. Once per generation,
+                    // so the cost (a purge, milliseconds) is rare.
+                    if bytes >= PURGE_AFTER_RELEASE_BYTES {
+                        ebb_core::os::trim_global_allocator();
+                    }
                 }
                 let outcome = if run.cancelled {
                     Outcome::Cancelled

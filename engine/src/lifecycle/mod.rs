@@ -43,7 +43,7 @@ pub use close::CloseReport;
 const TIGHT_ARENA_MAX_LIVE_RATIO: f64 = 0.8;
 const TIGHT_INDEX_MAX_DELETED_RATIO: f64 = 0.1;
 /// `arena_max_waste_ratio` under pressure (or the configured one if lower).
-const TIGHT_ARENA_MAX_WASTE_RATIO: f64 = 0.1;
+const TIGHT_ARENA_MAX_WASTE_RATIO: f64 = 0.05;
 
 /// Level changes logged at most this often (the counter counts all).
 const LOG_COOLDOWN: Duration = Duration::from_secs(10);
