@@ -163,8 +163,9 @@ memory-profile SECS="60":
     cargo build --release -p ebb --no-default-features --target-dir target/sysalloc
     mkdir -p target/profile && rm -f target/profile/heaptrack.ebb.*
     heaptrack -o target/profile/heaptrack.ebb ./target/sysalloc/release/ebb soak --duration {{SECS}}s --live-bytes 67108864 --out target/profile/soak-heaptrack || echo "(the soak's verdict failed; the profile is still written)"
-    heaptrack_print --print-peaks --print-leaks --peak-limit 15 target/profile/heaptrack.ebb.* | sed -n '1,/^PEAK MEMORY CONSUMERS/p;/^PEAK MEMORY CONSUMERS/,/^MEMORY LEAKS/p' | head -150
-    @echo "full profile: heaptrack_gui or heaptrack_print $(ls target/profile/heaptrack.ebb.*)"
+    heaptrack_print --print-allocators=0 --print-temporary=0 --print-peaks=1 --print-leaks=1 --peak-limit 10 --sub-peak-limit 1 target/profile/heaptrack.ebb.* > target/profile/heaptrack.txt
+    grep -vE '^\s+(at /rustc/|at /root/.cargo/|at .*/.cargo/registry/|in /)' target/profile/heaptrack.txt | awk 'NR <= 160' ; tail -n 8 target/profile/heaptrack.txt
+    @echo "all of it: target/profile/heaptrack.txt; interactive: heaptrack_gui $(ls target/profile/heaptrack.ebb.*)"
 
 # dhat's heap profiler over a short soak (SECS seconds, 32 MiB live; dhat
 # serialises every allocation, so the soak runs slower):

@@ -23,35 +23,44 @@ Standard library only.
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
 
-# Frames that are the allocator's, not the caller's.
-SKIP = (
-    "dhat::",
-    "alloc::alloc::",
-    "alloc::raw_vec::",
-    "<alloc::alloc::Global",
-    "__rust_",
-    "__rdl_",
-    "ebb_leak::alloc::",
-    "core::ops::function",
-    "[root]",
+# Frames that are the allocator's or the standard library's, not the
+# caller's: by source path (std, alloc, core; a registry crate, whose path
+# dhat writes with its version, such as dhat-0.3.3/ or hashbrown-0.17.2/)
+# and by function (the allocation plumbing inlined into callers).
+# (The standard library's own paths come without a crate: src/vec/...)
+LIBRARY_PATH = re.compile(
+    r"^(alloc|core|std|collections|slice)/|-[0-9]+\.[0-9]+\.[0-9]+[^/]*/"
+    r"|^src/(alloc|boxed|cell|collections|io|iter|ops|raw|rt|slice|string|sync|sys|thread|vec)(/|\.rs)"
 )
+PLUMBING = re.compile(
+    r"^(alloc|alloc_zeroed|realloc|dealloc|__rust_\w+|__rdl_\w+|allocate\w*|alloc_impl\w*|"
+    r"grow\w*|finish_grow|reserve\w*|do_reserve_and_handle|try_reserve\w*|with_capacity\w*|"
+    r"box_new\w*|new_uninit\w*|try_allocate_in|allocate_in|\[root\])(<.*>)?$"
+)
+FRAME = re.compile(r"^(?:0x[0-9a-f]+: )?(?P<func>.*?)(?: \((?P<path>[^()]*):\d+:\d+\))?$")
+
+
+def caller_frame(name):
+    """The frame as `function (path)` if it is the caller's code, else None."""
+    m = FRAME.match(name)
+    func, path = m.group("func"), m.group("path") or ""
+    if PLUMBING.match(func) or LIBRARY_PATH.search(path) or "ebb-leak/src/alloc.rs" in path:
+        return None
+    return f"{func} ({path})" if path else func
 
 
 def site_frames(profile, fs, frames):
     out = []
-    table = profile["ftbl"]
     for i in fs:
-        name = table[i]
-        # "0x1234: function (file:line:col)": keep the function and place.
-        if ": " in name:
-            name = name.split(": ", 1)[1]
-        if any(s in name for s in SKIP):
+        frame = caller_frame(profile["ftbl"][i])
+        if frame is None:
             continue
-        out.append(name)
+        out.append(frame)
         if len(out) == frames:
             break
     return " <- ".join(out) or "(unknown)"

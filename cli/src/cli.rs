@@ -95,14 +95,25 @@ pub fn soak_config(m: &ArgMatches) -> Result<crate::soak::SoakConfig, CliError> 
         .collect();
     let file = m.get_one::<String>("config").map(PathBuf::from);
     let engine = EngineConfig::load(file.as_deref(), &flags)?;
-    let dim: usize = num(m, "dim", 64, "an integer in 1..=4096")?;
-    if !(1..=4096).contains(&dim) {
-        return Err(CliError::Bad {
-            name: "--dim".into(),
-            value: dim.to_string(),
-            allowed: "an integer in 1..=4096",
-        });
+    /// `num` within `range`.
+    fn num_in(
+        m: &ArgMatches,
+        name: &'static str,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+        allowed: &'static str,
+    ) -> Result<usize, CliError> {
+        let v = num(m, name, default, allowed)?;
+        if !range.contains(&v) {
+            return Err(CliError::Bad {
+                name: format!("--{name}"),
+                value: v.to_string(),
+                allowed,
+            });
+        }
+        Ok(v)
     }
+    let dim = num_in(m, "dim", 64, 1..=4096, "an integer in 1..=4096")?;
     let seed: u64 = num(m, "seed", 7, "an integer")?;
     let replay = match m.get_one::<String>("workload") {
         None => None,
@@ -115,14 +126,7 @@ pub fn soak_config(m: &ArgMatches) -> Result<crate::soak::SoakConfig, CliError> 
             let pick = m.get_one::<String>("workload-dataset").map(String::as_str);
             let runbook =
                 crate::soak::runbook::parse(&text, pick, dim).map_err(|e| bad(e.to_string()))?;
-            let queries: usize = num(m, "queries", 100, "an integer in 1..=100000")?;
-            if !(1..=100_000).contains(&queries) {
-                return Err(CliError::Bad {
-                    name: "--queries".into(),
-                    value: queries.to_string(),
-                    allowed: "an integer in 1..=100000",
-                });
-            }
+            let queries = num_in(m, "queries", 100, 1..=100_000, "an integer in 1..=100000")?;
             Some(crate::soak::replay::ReplayConfig {
                 runbook,
                 file: file.clone(),

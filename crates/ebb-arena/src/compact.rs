@@ -127,18 +127,19 @@ impl PolicyCell {
     }
 
     pub(crate) fn set(&self, policy: CompactionPolicy) {
-        let ratio = if policy.max_live_ratio.is_finite() {
-            policy.max_live_ratio.clamp(0.0, 1.0)
-        } else {
-            CompactionPolicy::default().max_live_ratio
+        // A ratio in [0, 1], or the default's for one that is not finite.
+        let ratio = |r: f64, default: f64| {
+            if r.is_finite() {
+                r.clamp(0.0, 1.0)
+            } else {
+                default
+            }
         };
+        let defaults = CompactionPolicy::default();
+        let live = ratio(policy.max_live_ratio, defaults.max_live_ratio);
+        let waste = ratio(policy.max_waste_ratio, defaults.max_waste_ratio);
         self.max_live_ratio_bits
-            .store(ratio.to_bits(), Ordering::Relaxed);
-        let waste = if policy.max_waste_ratio.is_finite() {
-            policy.max_waste_ratio.clamp(0.0, 1.0)
-        } else {
-            CompactionPolicy::default().max_waste_ratio
-        };
+            .store(live.to_bits(), Ordering::Relaxed);
         self.max_waste_ratio_bits
             .store(waste.to_bits(), Ordering::Relaxed);
         self.min_reclaim_bytes
