@@ -182,15 +182,17 @@ pub(crate) fn waste_candidates(
         let dense_limit = (slab_bytes as f64 * WASTE_SLAB_MAX_LIVE) as u64;
         // Resident bytes after emptying the first `count`: their slabs go,
         // their live bytes land in (full) targets.
-        let mut resident = sealed.len() as u64 * slab_bytes;
+        // (Saturating: the live counts are read while frees go on.)
+        let gives_back = |live: u64| slab_bytes.saturating_sub(live);
+        let mut resident = (sealed.len() as u64).saturating_mul(slab_bytes);
         for (l, _) in &sealed[..count] {
-            resident -= slab_bytes - l;
+            resident = resident.saturating_sub(gives_back(*l));
         }
         let over = |resident: u64| {
             resident.saturating_sub(live) as f64 > policy.max_waste_ratio * resident as f64
         };
         while count < sealed.len() && over(resident) && sealed[count].0 < dense_limit {
-            resident -= slab_bytes - sealed[count].0;
+            resident = resident.saturating_sub(gives_back(sealed[count].0));
             count += 1;
         }
     }
