@@ -178,7 +178,9 @@ pub(crate) fn waste_candidates(
     let sparse_limit = (slab_bytes as f64 * policy.max_live_ratio) as u64;
     let mut count = sealed.partition_point(|(live, _)| *live < sparse_limit);
     if policy.max_waste_ratio < 1.0 {
-        let live: u64 = sealed.iter().map(|(l, _)| l).sum();
+        let live = sealed
+            .iter()
+            .fold(0u64, |sum, (l, _)| sum.saturating_add(*l));
         let dense_limit = (slab_bytes as f64 * WASTE_SLAB_MAX_LIVE) as u64;
         // Resident bytes after emptying the first `count`: their slabs go,
         // their live bytes land in (full) targets.
@@ -588,5 +590,18 @@ mod tests {
         // Dense already: nothing.
         assert_eq!(waste_candidates(&sealed(&[90, 95, 99]), slab, &policy), 0);
         assert_eq!(waste_candidates(&[], slab, &policy), 0);
+        // Any policy a caller builds is an answer, never a panic: NaN is
+        // off, a negative bound takes what the dense limit allows, live
+        // counts past the slab (read while frees go on) saturate.
+        assert_eq!(
+            waste_candidates(&s, slab, &policy.with_max_waste_ratio(f64::NAN)),
+            1
+        );
+        assert_eq!(
+            waste_candidates(&s, slab, &policy.with_max_waste_ratio(-1.0)),
+            8
+        );
+        let odd = sealed(&[10, 150, u64::MAX]);
+        assert!(waste_candidates(&odd, slab, &policy.with_max_live_ratio(f64::NAN)) <= 3);
     }
 }
